@@ -1,0 +1,228 @@
+/**
+ * `npm run bench`: measures the machine's limits, then dagsync against them, in one run.
+ *
+ *   BENCH_BLOCKS  blocks in the catch-up chain (default 100000; the RSS check also syncs half)
+ *   BENCH_QUICK=1 a smaller run (20000 blocks, shorter limit measurements) for a smoke test
+ *
+ * Devnets are generated once and cached in bench/.cache.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdir, readFile, rm } from "node:fs/promises";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { PeerClient } from "../src/client/index.js";
+import { parseCommit } from "../src/core/index.js";
+import { type DevnetSummary, writeDevnet } from "../src/devnet/write.js";
+import type { BlockRef } from "../src/gen/dagsync/v1/types_pb.js";
+import { Store } from "../src/store/index.js";
+import { type Limits, measureLimits } from "./limits.js";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const CLI = join(ROOT, "bin/dagsync.js");
+const CACHE = join(ROOT, "bench/.cache");
+const QUICK = process.env.BENCH_QUICK === "1";
+const BLOCKS = Number(process.env.BENCH_BLOCKS ?? (QUICK ? 20_000 : 100_000));
+/** The devnet generator averages ≈ 4.5 committed blocks per commit with 4 validators. */
+const BLOCKS_PER_COMMIT = 4.5;
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, "127.0.0.1", () => {
+      const a = s.address();
+      s.close(() => resolve(typeof a === "object" && a !== null ? a.port : 0));
+    });
+  });
+}
+
+async function devnet(blocks: number): Promise<DevnetSummary> {
+  const dir = join(CACHE, `devnet-${blocks}`);
+  if (existsSync(join(dir, "devnet.json")))
+    return JSON.parse(await readFile(join(dir, "devnet.json"), "utf8")) as DevnetSummary;
+  await rm(dir, { recursive: true, force: true });
+  await mkdir(CACHE, { recursive: true });
+  const epochs = 4;
+  const commitsPerEpoch = Math.ceil(blocks / BLOCKS_PER_COMMIT / epochs);
+  process.stderr.write(`generating a devnet of ≈${blocks} blocks in ${dir}…\n`);
+  return writeDevnet(dir, { epochs, commitsPerEpoch, seed: 42 });
+}
+
+async function serve(store: string): Promise<{ address: string; child: ChildProcess }> {
+  const port = await freePort();
+  const address = `127.0.0.1:${port}`;
+  const child = spawn(process.execPath, [CLI, "serve", "--store", store, "--listen", address], {
+    stdio: ["ignore", "ignore", "inherit"],
+    env: { ...process.env, DAGSYNC_LOG_LEVEL: "warn" },
+  });
+  const client = new PeerClient(address);
+  for (let i = 0; ; i++) {
+    try {
+      await client.getCommitAvailability();
+      break;
+    } catch (e) {
+      if (i > 200) throw e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  client.close();
+  return { address, child };
+}
+
+async function stop(children: ChildProcess[]): Promise<void> {
+  await Promise.all(
+    children.map(
+      (c) =>
+        new Promise<void>((resolve) => {
+          if (c.exitCode !== null) return resolve();
+          c.once("exit", () => resolve());
+          c.kill("SIGTERM");
+        }),
+    ),
+  );
+}
+
+async function allRefs(store: string): Promise<BlockRef[]> {
+  const s = await Store.open(store, { mustExist: true });
+  const refs: BlockRef[] = [];
+  for (let i = 1; i <= s.watermarks.highestSynced; i += 1000)
+    for (const c of await s.getCommits(i, Math.min(i + 999, s.watermarks.highestSynced)))
+      refs.push(...parseCommit(c).commit.blocks);
+  await s.close();
+  return refs;
+}
+
+/** FetchBlocks serving throughput: `clients` connections fetch every block in chunks of 1000 refs. */
+async function fetchBlocksThroughput(address: string, refs: BlockRef[], clients: number): Promise<number> {
+  const chunks: BlockRef[][] = [];
+  for (let i = 0; i < refs.length; i += 1000) chunks.push(refs.slice(i, i + 1000));
+  const pool = Array.from({ length: clients }, () => new PeerClient(address));
+  let next = 0;
+  let bytes = 0;
+  const started = performance.now();
+  await Promise.all(
+    pool.map(async (client) => {
+      for (;;) {
+        const chunk = chunks[next++];
+        if (chunk === undefined) return;
+        let rest = chunk;
+        while (rest.length > 0) {
+          try {
+            const res = await client.fetchBlocks(rest);
+            bytes += res.bytes;
+            rest = rest.slice(res.blocks.length);
+          } catch (e) {
+            if ((e as { kind?: string }).kind !== "rate_limited") throw e;
+            await new Promise((r) => setTimeout(r, 20));
+          }
+        }
+      }
+    }),
+  );
+  const secs = (performance.now() - started) / 1000;
+  for (const c of pool) c.close();
+  return bytes / secs / 1e6;
+}
+
+interface CatchUp {
+  commits: number;
+  blocks: number;
+  seconds: number;
+  commitsPerSec: number;
+  blocksPerSec: number;
+  mbPerSec: number;
+  maxRssMb: number;
+}
+
+/** A full node process syncing the whole chain from three serving processes. */
+async function catchUp(summary: DevnetSummary): Promise<CatchUp> {
+  const servers = await Promise.all(summary.validators.slice(0, 3).map((v) => serve(v.store)));
+  const store = join(CACHE, "fullnode");
+  await rm(store, { recursive: true, force: true });
+  try {
+    const args = [CLI, "sync", "--store", store, "--genesis", summary.genesisFile, "--exit-when-synced"];
+    for (const s of servers) args.push("--peer", s.address);
+    const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "pipe"] });
+    let log = "";
+    child.stderr.on("data", (d: Buffer) => {
+      log += d;
+    });
+    const code = await new Promise<number | null>((resolve) => child.once("exit", resolve));
+    const line = log.split("\n").find((l) => l.includes("synced: every commit"));
+    if (code !== 0 || line === undefined) throw new Error(`sync failed (exit ${code}):\n${log.slice(-2000)}`);
+    const r = JSON.parse(line) as {
+      commits: number;
+      blocks: number;
+      seconds: number;
+      mbPerSec: number;
+      maxRssMb: number;
+    };
+    return {
+      commits: r.commits,
+      blocks: r.blocks,
+      seconds: r.seconds,
+      commitsPerSec: r.commits / r.seconds,
+      blocksPerSec: r.blocks / r.seconds,
+      mbPerSec: r.mbPerSec,
+      maxRssMb: r.maxRssMb,
+    };
+  } finally {
+    await stop(servers.map((s) => s.child));
+    await rm(store, { recursive: true, force: true });
+  }
+}
+
+const f = (n: number, d = 1) => n.toFixed(d);
+
+async function main(): Promise<void> {
+  console.log(
+    `dagsync benchmarks — node ${process.version}, ${new Date().toISOString()}${QUICK ? " (quick)" : ""}`,
+  );
+  const limits: Limits = await measureLimits();
+  console.log("\nphysical limits (this run)");
+  console.log(`  LevelDB batch writes, 4 KiB values     ${f(limits.leveldbWriteMBps)} MB/s`);
+  console.log(`  raw grpc-js stream, 16 MiB window      ${f(limits.grpcStreamMBps)} MB/s`);
+  console.log(`  SHA-256 (node:crypto), 4 KiB           ${f(limits.sha256MBps)} MB/s`);
+  console.log(
+    `  Ed25519 verify native / noble          ${f(limits.ed25519NativePerSec, 0)} / ${f(limits.ed25519NoblePerSec, 0)} per s`,
+  );
+
+  const full = await devnet(BLOCKS);
+  const half = await devnet(Math.round(BLOCKS / 2));
+
+  const refs = await allRefs(full.validators[0]!.store);
+  const server = await serve(full.validators[0]!.store);
+  const fb1 = await fetchBlocksThroughput(server.address, refs, 1);
+  const fb16 = await fetchBlocksThroughput(server.address, refs, 16);
+  await stop([server.child]);
+  console.log(
+    `\nFetchBlocks serving (${refs.length} blocks, ${f(full.blockBytes / 1e6)} MB, 1000 refs per call)`,
+  );
+  console.log(
+    `  1 client     ${f(fb1)} MB/s   ratio to raw gRPC stream ${f(fb1 / limits.grpcStreamMBps, 2)}`,
+  );
+  console.log(
+    `  16 clients   ${f(fb16)} MB/s   ratio to raw gRPC stream ${f(fb16 / limits.grpcStreamMBps, 2)}`,
+  );
+
+  const small = await catchUp(half);
+  const big = await catchUp(full);
+  console.log("\ncatch-up: a full node process syncing from 3 serving processes");
+  for (const [name, r] of [
+    ["half chain", small],
+    ["full chain", big],
+  ] as const)
+    console.log(
+      `  ${name}: ${r.commits} commits, ${r.blocks} blocks in ${f(r.seconds, 2)} s — ${f(r.commitsPerSec, 0)} commits/s, ` +
+        `${f(r.blocksPerSec, 0)} blocks/s, ${f(r.mbPerSec)} MB/s; peak RSS ${f(r.maxRssMb, 0)} MB`,
+    );
+  console.log(
+    `  ratio to LevelDB batch-write bound   ${f(big.mbPerSec / limits.leveldbWriteMBps, 2)}  (target ≥ 0.5)`,
+  );
+  console.log(`  ratio to raw gRPC stream bound       ${f(big.mbPerSec / limits.grpcStreamMBps, 2)}`);
+  console.log(
+    `  peak RSS half → full chain           ${f(small.maxRssMb, 0)} → ${f(big.maxRssMb, 0)} MB  (target ≤ 300 MB, flat)`,
+  );
+}
+
+await main();

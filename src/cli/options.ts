@@ -1,0 +1,76 @@
+/** Flag parsers whose errors name the flag and the expected value. */
+import { readFile } from "node:fs/promises";
+import { InvalidArgumentError } from "commander";
+
+export function integer(min: number, max = Number.MAX_SAFE_INTEGER) {
+  return (value: string): number => {
+    if (!/^\d+$/.test(value.trim()))
+      throw new InvalidArgumentError(`expected an integer from ${min} to ${max}.`);
+    const n = Number(value);
+    if (n < min || n > max) throw new InvalidArgumentError(`expected an integer from ${min} to ${max}.`);
+    return n;
+  };
+}
+
+/** host:port with a port in 0..65535 (0 picks a free port). */
+export function hostPort(value: string): string {
+  const m = /^(.+):(\d{1,5})$/.exec(value.trim());
+  if (m === null || Number(m[2]) > 65535)
+    throw new InvalidArgumentError("expected HOST:PORT, e.g. 127.0.0.1:9100.");
+  return value.trim();
+}
+
+export function collect(parse: (v: string) => string) {
+  return (value: string, previous: string[] = []): string[] => [...previous, parse(value)];
+}
+
+/** A 32-byte key as 64 hex digits. */
+export function hexKey(value: string): string {
+  if (!/^[0-9a-fA-F]{64}$/.test(value.trim()))
+    throw new InvalidArgumentError("expected a 32-byte key as 64 hex digits.");
+  return value.trim();
+}
+
+/** Reads --tls-cert/--tls-key/--tls-ca; both cert and key or neither. Errors name the flag. */
+export async function readTls(opts: {
+  tlsCert?: string | undefined;
+  tlsKey?: string | undefined;
+  tlsCa?: string | undefined;
+}): Promise<{ cert: Buffer; key: Buffer; ca?: Buffer | undefined } | undefined> {
+  if (opts.tlsCert === undefined && opts.tlsKey === undefined) {
+    if (opts.tlsCa !== undefined) throw new Error("--tls-ca needs --tls-cert and --tls-key");
+    return undefined;
+  }
+  if (opts.tlsCert === undefined || opts.tlsKey === undefined)
+    throw new Error("--tls-cert and --tls-key go together");
+  const read = async (flag: string, path: string) => {
+    try {
+      return await readFile(path);
+    } catch (e) {
+      throw new Error(
+        `${flag} ${path}: ${(e as NodeJS.ErrnoException).code === "ENOENT" ? "file not found" : "cannot be read"}`,
+      );
+    }
+  };
+  return {
+    cert: await read("--tls-cert", opts.tlsCert),
+    key: await read("--tls-key", opts.tlsKey),
+    ca: opts.tlsCa === undefined ? undefined : await read("--tls-ca", opts.tlsCa),
+  };
+}
+
+/** Like readTls, but a client-only node may give just --tls-ca (to dial TLS peers). */
+export async function readTlsOrCa(opts: {
+  tlsCert?: string | undefined;
+  tlsKey?: string | undefined;
+  tlsCa?: string | undefined;
+}): Promise<{ cert?: Buffer; key?: Buffer; ca?: Buffer | undefined } | undefined> {
+  if (opts.tlsCert === undefined && opts.tlsKey === undefined && opts.tlsCa !== undefined) {
+    try {
+      return { ca: await readFile(opts.tlsCa) };
+    } catch {
+      throw new Error(`--tls-ca ${opts.tlsCa}: cannot be read`);
+    }
+  }
+  return readTls(opts);
+}

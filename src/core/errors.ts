@@ -1,0 +1,38 @@
+/**
+ * One error type with a code, as connect-es does. Every rule in `verify.ts` fails with a
+ * `VerifyError` whose code says which rule, so that callers (the sync engine's ban logic, tests,
+ * operators reading logs) can act on it without parsing messages.
+ */
+export type VerifyErrorCode =
+  /** Bytes that do not decode, or decode to something structurally impossible. */
+  | "malformed"
+  /** A commit index is not the one expected (a gap, a repeat, or the wrong start). */
+  | "gap"
+  /** `previous_digest` does not equal the digest of the previous commit (or of genesis). */
+  | "broken_link"
+  /** A commit of another epoch than the batch's, without the end-of-epoch boundary between them. */
+  | "mixed_epochs"
+  /** A commit or block is of an epoch whose committee is not the one it is checked against. */
+  | "wrong_epoch"
+  /** A signature that does not verify under the author's key. */
+  | "bad_signature"
+  /** A block whose author index is not a member of the committee. */
+  | "non_member"
+  /** Two certifier blocks by the same author. */
+  | "duplicate_voter"
+  /** The certifier blocks do not carry votes of a quorum for the commit. */
+  | "missing_quorum"
+  /** A block's digest differs from the reference it was fetched for. */
+  | "digest_mismatch"
+  /** An end-of-epoch committee fails its sanity checks. */
+  | "bad_committee";
+
+export class VerifyError extends Error {
+  override readonly name = "VerifyError";
+  constructor(
+    readonly code: VerifyErrorCode,
+    message: string,
+  ) {
+    super(`[${code}] ${message}`);
+  }
+}

@@ -1,0 +1,3 @@
+export * from "./key-file.js";
+export * from "./keys.js";
+export * from "./verifier.js";

@@ -1,0 +1,610 @@
+/**
+ * The authenticated live channel (DESIGN.md §5): one bidi `Gossip.Connect` stream per peer pair,
+ * separate from the sync port, carrying BROADCAST (signed blocks) and MEMPOOL (transactions).
+ *
+ * Threats and answers:
+ * - Strangers putting load on a validator: nothing but a Hello is read before the handshake, and
+ *   only keys of the current committee plus configured extra keys (full nodes) are admitted;
+ *   each refusal closes the stream with UNAUTHENTICATED or PERMISSION_DENIED and a reason, and a
+ *   handshake must finish within `handshakeTimeoutMs`.
+ * - Replay and impersonation: both sides sign a transcript binding both keys, nonces and
+ *   timestamps; replayed Hellos (seen nonces) and stale or future timestamps are refused.
+ * - One lane starving another: each lane has its own per-peer GCRA quota and bounded backlog;
+ *   over either, frames are dropped and counted. BROADCAST is processed and sent first.
+ * - Junk: an invalid signed block, an oversized or undecodable frame disconnects the peer and
+ *   the Blocker refuses it for `blockDurationMs`.
+ * - Loops and amplification: items are deduplicated by digest (bounded in size and age) and
+ *   relayed once to every peer except the sender.
+ */
+import { randomBytes } from "node:crypto";
+import * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { toHex } from "../core/bytes.js";
+import type { CommitteeView } from "../core/committee.js";
+import { sha256 } from "../core/digest.js";
+import { Gcra } from "../core/gcra.js";
+import type { SignatureVerifier } from "../core/types.js";
+import { verifySignedBlock } from "../core/verify.js";
+import { type BlockEntry, parseSignedBlock } from "../core/wire.js";
+import type { Ed25519Signer } from "../crypto/keys.js";
+import { Blocker } from "./blocker.js";
+import { DedupCache } from "./dedup.js";
+import {
+  decodeAuth,
+  decodeHello,
+  encodeAuth,
+  encodeFrame,
+  encodeHello,
+  type Lane,
+  laneOf,
+  parseFrame,
+  type RawFrame,
+} from "./frames.js";
+import {
+  checkHello,
+  type HelloView,
+  helloView,
+  NonceCache,
+  type Role,
+  sameKey,
+  transcript,
+} from "./handshake.js";
+import type { GossipMetrics } from "./metrics.js";
+import { type GossipOptions, type GossipOptionsInput, resolveGossipOptions } from "./options.js";
+
+export const GOSSIP_CONNECT_PATH = "/dagsync.v1.Gossip/Connect";
+
+const identity = {
+  serialize: (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength),
+  deserialize: (b: Buffer) => new Uint8Array(b.buffer, b.byteOffset, b.byteLength),
+};
+
+export const GOSSIP_SERVICE: grpc.ServiceDefinition = {
+  connect: {
+    path: GOSSIP_CONNECT_PATH,
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: identity.serialize,
+    requestDeserialize: identity.deserialize,
+    responseSerialize: identity.serialize,
+    responseDeserialize: identity.deserialize,
+  },
+};
+
+/** Either end of a Connect stream. */
+type Duplex =
+  | grpc.ServerDuplexStream<Uint8Array, Uint8Array>
+  | grpc.ClientDuplexStream<Uint8Array, Uint8Array>;
+
+export interface GossipNodeConfig {
+  readonly chainId: string;
+  /** This node's network key. */
+  readonly networkKey: Ed25519Signer;
+  /** The current committee (its network keys are admitted; its protocol keys check blocks). */
+  readonly committee: () => CommitteeView;
+  /** Network keys admitted beyond the committee (full nodes). */
+  readonly extraKeys?: readonly Uint8Array[] | undefined;
+  readonly verifier: SignatureVerifier;
+  readonly log: Logger;
+  readonly metrics?: GossipMetrics | undefined;
+  readonly options?: GossipOptionsInput | undefined;
+  /** TLS for dialing: trust this CA; absent means plaintext. */
+  readonly tlsCa?: Buffer | undefined;
+  readonly now?: (() => number) | undefined;
+}
+
+interface InboundItem {
+  readonly payload: Uint8Array;
+  readonly at: number;
+}
+
+/** One authenticated peer connection. */
+class Session {
+  readonly keyHex: string;
+  readonly inbound: Record<Lane, InboundItem[]> = { broadcast: [], mempool: [] };
+  readonly outbound: Record<Lane, Uint8Array[]> = { broadcast: [], mempool: [] };
+  private waitingDrain = false;
+  closed = false;
+
+  constructor(
+    readonly key: Uint8Array,
+    readonly role: Role,
+    readonly label: string,
+    readonly stream: Duplex,
+  ) {
+    this.keyHex = toHex(key);
+  }
+
+  /** Writes queued frames, BROADCAST first, until the stream pushes back. */
+  pump(): void {
+    if (this.closed || this.waitingDrain) return;
+    for (;;) {
+      const frame = this.outbound.broadcast.shift() ?? this.outbound.mempool.shift();
+      if (frame === undefined) return;
+      if (!this.stream.write(frame)) {
+        this.waitingDrain = true;
+        this.stream.once("drain", () => {
+          this.waitingDrain = false;
+          this.pump();
+        });
+        return;
+      }
+    }
+  }
+}
+
+export interface GossipPeerInfo {
+  readonly key: string;
+  readonly role: Role;
+  readonly label: string;
+}
+
+export class GossipNode {
+  readonly options: GossipOptions;
+  private readonly sessions = new Map<string, Session>();
+  private readonly blocker: Blocker;
+  private readonly nonces: NonceCache;
+  private readonly dedup: DedupCache;
+  private readonly quotas: Record<Lane, Gcra>;
+  private readonly now: () => number;
+  private readonly blockListeners = new Set<(block: BlockEntry, from: string) => void>();
+  private readonly txListeners = new Set<(tx: Uint8Array, from: string) => void>();
+  private readonly dialers = new Map<string, { stop: () => void }>();
+  private processing = false;
+  private stopped = false;
+
+  constructor(private readonly config: GossipNodeConfig) {
+    this.options = resolveGossipOptions(config.options);
+    const o = this.options;
+    this.now = config.now ?? (() => Date.now());
+    this.blocker = new Blocker(o.blockDurationMs);
+    this.nonces = new NonceCache(o.maxHelloAgeMs + o.maxHelloSkewMs);
+    this.dedup = new DedupCache(o.dedupCapacity, o.dedupMaxAgeMs);
+    this.quotas = {
+      broadcast: new Gcra(o.broadcast.quota, 10_000),
+      mempool: new Gcra(o.mempool.quota, 10_000),
+    };
+  }
+
+  get publicKey(): Uint8Array {
+    return this.config.networkKey.publicKey;
+  }
+
+  peers(): GossipPeerInfo[] {
+    return [...this.sessions.values()].map((s) => ({ key: s.keyHex, role: s.role, label: s.label }));
+  }
+
+  blockedPeers() {
+    return this.blocker.entries(this.now());
+  }
+
+  onBlock(listener: (block: BlockEntry, from: string) => void): () => void {
+    this.blockListeners.add(listener);
+    return () => this.blockListeners.delete(listener);
+  }
+
+  onTransaction(listener: (tx: Uint8Array, from: string) => void): () => void {
+    this.txListeners.add(listener);
+    return () => this.txListeners.delete(listener);
+  }
+
+  /** Broadcasts our own signed block (encoded SignedBlock) to every peer. */
+  publishBlock(bytes: Uint8Array): void {
+    if (!this.dedup.firstSight(`b${toHex(sha256(bytes))}`, this.now())) return;
+    this.sendToAll("broadcast", encodeFrame("block", bytes), undefined);
+  }
+
+  publishTransaction(tx: Uint8Array): void {
+    if (!this.dedup.firstSight(`t${toHex(sha256(tx))}`, this.now())) return;
+    this.sendToAll("mempool", encodeFrame("transaction", tx), undefined);
+  }
+
+  // ---- admission -----------------------------------------------------------------------------
+
+  private isAllowed(key: Uint8Array): boolean {
+    if (sameKey(key, this.publicKey)) return false; // ourselves
+    if (this.config.committee().indexOfNetworkKey(key) >= 0) return true;
+    return (this.config.extraKeys ?? []).some((k) => sameKey(k, key));
+  }
+
+  private myHello(): HelloView {
+    return {
+      chainId: this.config.chainId,
+      networkKey: this.publicKey,
+      timestampMs: this.now(),
+      nonce: new Uint8Array(randomBytes(32)),
+    };
+  }
+
+  private policy() {
+    return {
+      chainId: this.config.chainId,
+      now: this.now(),
+      maxAgeMs: this.options.maxHelloAgeMs,
+      maxSkewMs: this.options.maxHelloSkewMs,
+      isAllowed: (k: Uint8Array) => this.isAllowed(k),
+      blockedUntil: (k: Uint8Array) => this.blocker.blockedUntil(k, this.now()),
+    };
+  }
+
+  // ---- listener side -------------------------------------------------------------------------
+
+  /** The grpc-js handler for Gossip.Connect. */
+  readonly connectHandler = (call: grpc.ServerDuplexStream<Uint8Array, Uint8Array>): void => {
+    const mine = this.myHello();
+    let theirs: HelloView | undefined;
+    let done = false;
+    const peerLabel = call.getPeer();
+    const refuse = (code: grpc.status, reason: string) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      this.config.metrics?.handshakes.inc({ role: "listener", result: grpc.status[code] ?? String(code) });
+      this.config.log.info({ peer: peerLabel, reason }, "gossip handshake refused");
+      call.removeAllListeners("data");
+      call.emit("error", { code, details: reason, metadata: new grpc.Metadata() });
+    };
+    const timer = setTimeout(
+      () =>
+        refuse(
+          grpc.status.UNAUTHENTICATED,
+          `handshake not finished within ${this.options.handshakeTimeoutMs} ms`,
+        ),
+      this.options.handshakeTimeoutMs,
+    );
+    call.on("error", () => clearTimeout(timer));
+    call.on("cancelled", () => clearTimeout(timer));
+    const onData = (bytes: Uint8Array) => {
+      if (done) return;
+      let frame: RawFrame;
+      try {
+        frame = parseFrame(bytes);
+      } catch (e) {
+        return refuse(grpc.status.UNAUTHENTICATED, `junk before the handshake: ${(e as Error).message}`);
+      }
+      if (theirs === undefined) {
+        if (frame.kind !== "hello")
+          return refuse(grpc.status.UNAUTHENTICATED, `${frame.kind} frame before the handshake`);
+        let hello: HelloView;
+        try {
+          hello = helloView(decodeHello(frame.payload));
+        } catch {
+          return refuse(grpc.status.UNAUTHENTICATED, "hello does not decode");
+        }
+        const refusal = checkHello(hello, this.policy());
+        if (refusal !== undefined)
+          return refuse(
+            refusal.kind === "permission" ? grpc.status.PERMISSION_DENIED : grpc.status.UNAUTHENTICATED,
+            refusal.reason,
+          );
+        if (!this.nonces.admit(hello.nonce, this.now()))
+          return refuse(grpc.status.UNAUTHENTICATED, "replayed hello (nonce already seen)");
+        theirs = hello;
+        call.write(encodeHello({ ...mine, timestampMs: BigInt(mine.timestampMs) }));
+        call.write(
+          encodeAuth(this.config.networkKey.sign(transcript("listener", this.config.chainId, hello, mine))),
+        );
+        return;
+      }
+      if (frame.kind !== "auth")
+        return refuse(grpc.status.UNAUTHENTICATED, `${frame.kind} frame before the handshake finished`);
+      let signature: Uint8Array;
+      try {
+        signature = decodeAuth(frame.payload).signature;
+      } catch {
+        return refuse(grpc.status.UNAUTHENTICATED, "auth does not decode");
+      }
+      if (
+        !this.config.verifier.verify(
+          theirs.networkKey,
+          transcript("dialer", this.config.chainId, theirs, mine),
+          signature,
+        )
+      )
+        return refuse(grpc.status.UNAUTHENTICATED, "bad transcript signature");
+      done = true;
+      clearTimeout(timer);
+      call.off("data", onData);
+      this.config.metrics?.handshakes.inc({ role: "listener", result: "OK" });
+      this.establish(new Session(theirs.networkKey, "listener", peerLabel, call));
+    };
+    call.on("data", onData);
+  };
+
+  // ---- dialer side ---------------------------------------------------------------------------
+
+  /**
+   * Keeps a session to `address` (a peer's gossip address), reconnecting with exponential
+   * backoff and jitter. `expectedKey`, when known (committee members), must be the listener's.
+   */
+  dial(address: string, expectedKey?: Uint8Array): void {
+    if (this.dialers.has(address)) return;
+    let stopped = false;
+    let attempt = 0;
+    let timer: NodeJS.Timeout | undefined;
+    let client: grpc.Client | undefined;
+    const credentials =
+      this.config.tlsCa === undefined
+        ? grpc.credentials.createInsecure()
+        : grpc.credentials.createSsl(this.config.tlsCa);
+    const schedule = () => {
+      if (stopped || this.stopped) return;
+      const exp = Math.min(
+        this.options.reconnectMaxMs,
+        this.options.reconnectBaseMs * 2 ** Math.min(attempt, 16),
+      );
+      attempt++;
+      timer = setTimeout(connect, attempt === 1 ? 0 : exp * (0.5 + Math.random() * 0.5));
+    };
+    const connect = () => {
+      if (stopped || this.stopped) return;
+      if (expectedKey !== undefined && this.sessions.has(toHex(expectedKey))) {
+        // Already connected (perhaps they dialed us): check again later.
+        attempt = 0;
+        timer = setTimeout(connect, this.options.reconnectMaxMs);
+        return;
+      }
+      client ??= new grpc.Client(address, credentials, {
+        "grpc.max_receive_message_length": this.options.maxFrameBytes,
+        "grpc.max_send_message_length": this.options.maxFrameBytes,
+        "grpc.keepalive_time_ms": 15_000,
+      });
+      const call = client.makeBidiStreamRequest(
+        GOSSIP_CONNECT_PATH,
+        identity.serialize,
+        identity.deserialize,
+      );
+      this.runDialerHandshake(call, address, expectedKey).then(
+        (session) => {
+          attempt = 0;
+          call.once("close", () => schedule());
+          if (session === undefined) schedule();
+        },
+        () => schedule(),
+      );
+    };
+    this.dialers.set(address, {
+      stop: () => {
+        stopped = true;
+        clearTimeout(timer);
+        client?.close();
+      },
+    });
+    schedule();
+  }
+
+  private runDialerHandshake(
+    call: grpc.ClientDuplexStream<Uint8Array, Uint8Array>,
+    address: string,
+    expectedKey: Uint8Array | undefined,
+  ): Promise<Session | undefined> {
+    return new Promise((resolve) => {
+      const mine = this.myHello();
+      let theirs: HelloView | undefined;
+      let finished = false;
+      const fail = (reason: string) => {
+        if (finished) return;
+        finished = true;
+        clearTimeout(timer);
+        this.config.metrics?.handshakes.inc({ role: "dialer", result: "failed" });
+        this.config.log.debug({ peer: address, reason }, "gossip dial failed");
+        call.cancel();
+        resolve(undefined);
+      };
+      const timer = setTimeout(() => fail("handshake timeout"), this.options.handshakeTimeoutMs);
+      call.on("error", (e: grpc.ServiceError) => fail(`${grpc.status[e.code] ?? e.code}: ${e.details}`));
+      call.on("end", () => fail("stream ended during the handshake"));
+      const onData = (bytes: Uint8Array) => {
+        let frame: RawFrame;
+        try {
+          frame = parseFrame(bytes);
+        } catch {
+          return fail("junk from listener");
+        }
+        if (theirs === undefined) {
+          if (frame.kind !== "hello") return fail(`listener sent ${frame.kind} before hello`);
+          try {
+            theirs = helloView(decodeHello(frame.payload));
+          } catch {
+            return fail("listener hello does not decode");
+          }
+          const refusal = checkHello(theirs, this.policy());
+          if (refusal !== undefined) return fail(`listener refused: ${refusal.reason}`);
+          if (expectedKey !== undefined && !sameKey(expectedKey, theirs.networkKey))
+            return fail("listener has another network key");
+          return;
+        }
+        if (frame.kind !== "auth") return fail(`listener sent ${frame.kind} before auth`);
+        let signature: Uint8Array;
+        try {
+          signature = decodeAuth(frame.payload).signature;
+        } catch {
+          return fail("listener auth does not decode");
+        }
+        if (
+          !this.config.verifier.verify(
+            theirs.networkKey,
+            transcript("listener", this.config.chainId, mine, theirs),
+            signature,
+          )
+        )
+          return fail("bad listener transcript signature");
+        call.write(
+          encodeAuth(this.config.networkKey.sign(transcript("dialer", this.config.chainId, mine, theirs))),
+        );
+        finished = true;
+        clearTimeout(timer);
+        call.off("data", onData);
+        call.removeAllListeners("error");
+        call.removeAllListeners("end");
+        this.config.metrics?.handshakes.inc({ role: "dialer", result: "OK" });
+        const session = new Session(theirs.networkKey, "dialer", address, call);
+        this.establish(session);
+        resolve(session);
+      };
+      call.on("data", onData);
+      call.write(encodeHello({ ...mine, timestampMs: BigInt(mine.timestampMs) }));
+    });
+  }
+
+  // ---- sessions ------------------------------------------------------------------------------
+
+  private establish(session: Session): void {
+    const previous = this.sessions.get(session.keyHex);
+    if (previous !== undefined) this.close(previous, undefined);
+    this.sessions.set(session.keyHex, session);
+    this.config.metrics?.peers.set(this.sessions.size);
+    this.config.log.info(
+      { peer: session.label, key: session.keyHex.slice(0, 16), role: session.role },
+      "gossip session up",
+    );
+    const stream = session.stream;
+    stream.on("data", (bytes: Uint8Array) => this.receive(session, bytes));
+    const closed = () => {
+      if (this.sessions.get(session.keyHex) === session) this.sessions.delete(session.keyHex);
+      session.closed = true;
+      this.config.metrics?.peers.set(this.sessions.size);
+    };
+    stream.on("end", () => {
+      closed();
+      stream.end();
+    });
+    stream.on("error", (e: grpc.ServiceError) => {
+      if (e.code === grpc.status.RESOURCE_EXHAUSTED) this.misbehaved(session, "oversized frame");
+      closed();
+    });
+    stream.on("close", closed);
+    stream.on("cancelled", closed); // server side: the dialer went away
+  }
+
+  private close(session: Session, status: { code: grpc.status; reason: string } | undefined): void {
+    if (session.closed) return;
+    session.closed = true;
+    if (this.sessions.get(session.keyHex) === session) this.sessions.delete(session.keyHex);
+    this.config.metrics?.peers.set(this.sessions.size);
+    const s = session.stream;
+    if (session.role === "listener") {
+      if (status === undefined) (s as grpc.ServerDuplexStream<Uint8Array, Uint8Array>).end();
+      else s.emit("error", { code: status.code, details: status.reason, metadata: new grpc.Metadata() });
+    } else (s as grpc.ClientDuplexStream<Uint8Array, Uint8Array>).cancel();
+  }
+
+  private misbehaved(session: Session, reason: string): void {
+    const until = this.blocker.block(session.key, reason, this.now());
+    this.config.metrics?.blocks.inc({ reason: reason.split(":")[0] ?? reason });
+    this.config.log.warn(
+      { peer: session.label, key: session.keyHex.slice(0, 16), until: new Date(until).toISOString() },
+      `gossip peer blocked: ${reason}`,
+    );
+    this.close(session, { code: grpc.status.PERMISSION_DENIED, reason: `blocked: ${reason}` });
+  }
+
+  private receive(session: Session, bytes: Uint8Array): void {
+    if (session.closed) return;
+    if (bytes.length > this.options.maxFrameBytes)
+      return this.misbehaved(session, `oversized frame (${bytes.length} bytes)`);
+    let frame: RawFrame;
+    try {
+      frame = parseFrame(bytes);
+    } catch (e) {
+      return this.misbehaved(session, `junk frame: ${(e as Error).message}`);
+    }
+    const lane = laneOf(frame.kind);
+    if (lane === undefined) return this.misbehaved(session, `${frame.kind} frame after the handshake`);
+    const m = this.config.metrics;
+    m?.received.inc({ lane });
+    const now = this.now();
+    if (!this.quotas[lane].take(`${session.keyHex}`, performance.now()).ok) {
+      m?.dropped.inc({ lane, reason: "quota" });
+      return;
+    }
+    const queue = session.inbound[lane];
+    if (queue.length >= this.options[lane].inboundBacklog) {
+      m?.dropped.inc({ lane, reason: "backlog" });
+      return;
+    }
+    queue.push({ payload: frame.payload, at: now });
+    this.scheduleProcessing();
+  }
+
+  private scheduleProcessing(): void {
+    if (this.processing) return;
+    this.processing = true;
+    setImmediate(() => this.process());
+  }
+
+  /** Drains inbound backlogs, BROADCAST of every peer before any MEMPOOL, a batch per turn. */
+  private process(): void {
+    let budget = this.options.processBatch;
+    for (const lane of ["broadcast", "mempool"] as const)
+      for (const session of this.sessions.values()) {
+        const queue = session.inbound[lane];
+        while (budget > 0 && queue.length > 0 && !session.closed) {
+          const item = queue.shift()!;
+          budget--;
+          this.config.metrics?.processingSeconds.observe({ lane }, (this.now() - item.at) / 1000);
+          if (lane === "broadcast") this.handleBlock(session, item.payload);
+          else this.handleTransaction(session, item.payload);
+        }
+        if (budget === 0) break;
+      }
+    this.processing = false;
+    const more = [...this.sessions.values()].some(
+      (s) => s.inbound.broadcast.length > 0 || s.inbound.mempool.length > 0,
+    );
+    if (more) this.scheduleProcessing();
+  }
+
+  private handleBlock(session: Session, bytes: Uint8Array): void {
+    const digestKey = `b${toHex(sha256(bytes))}`;
+    if (!this.dedup.firstSight(digestKey, this.now())) {
+      this.config.metrics?.duplicates.inc({ lane: "broadcast" });
+      return;
+    }
+    let entry: BlockEntry;
+    try {
+      entry = parseSignedBlock(bytes);
+      const committee = this.config.committee();
+      if (entry.epoch > committee.epoch) return; // a block of an epoch we do not know yet: not ours to judge
+      if (entry.epoch < committee.epoch) return; // stale: harmless, not relayed
+      verifySignedBlock(entry, committee, this.config.chainId, this.config.verifier);
+    } catch (e) {
+      return this.misbehaved(session, `invalid signed block: ${(e as Error).message}`);
+    }
+    this.config.metrics?.delivered.inc({ lane: "broadcast" });
+    for (const l of this.blockListeners) l(entry, session.keyHex);
+    this.sendToAll("broadcast", encodeFrame("block", bytes), session);
+  }
+
+  private handleTransaction(session: Session, tx: Uint8Array): void {
+    if (!this.dedup.firstSight(`t${toHex(sha256(tx))}`, this.now())) {
+      this.config.metrics?.duplicates.inc({ lane: "mempool" });
+      return;
+    }
+    this.config.metrics?.delivered.inc({ lane: "mempool" });
+    for (const l of this.txListeners) l(tx, session.keyHex);
+    this.sendToAll("mempool", encodeFrame("transaction", tx), session);
+  }
+
+  private sendToAll(lane: Lane, frame: Uint8Array, except: Session | undefined): void {
+    for (const s of this.sessions.values()) {
+      if (s === except || s.closed) continue;
+      const queue = s.outbound[lane];
+      if (queue.length >= this.options[lane].outboundBacklog) {
+        this.config.metrics?.dropped.inc({ lane, reason: "outbound_backlog" });
+        continue;
+      }
+      queue.push(frame);
+      if (except !== undefined) this.config.metrics?.relayed.inc({ lane });
+      s.pump();
+    }
+  }
+
+  /** Closes every session and stops dialing. */
+  stop(): void {
+    this.stopped = true;
+    for (const d of this.dialers.values()) d.stop();
+    this.dialers.clear();
+    for (const s of [...this.sessions.values()]) this.close(s, undefined);
+  }
+}

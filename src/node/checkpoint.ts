@@ -1,0 +1,80 @@
+/**
+ * Trusted checkpoints: `dagsync checkpoint export` on a node one trusts writes the commit a new
+ * node may start from, with the committee that certifies the commits after it. The JSON:
+ *
+ *   { "chain_id": "...", "genesis_digest": "<hex>", "index": N, "digest": "<hex>",
+ *     "epoch": E, "committee": "<base64 of the encoded Committee of epoch E>" }
+ *
+ * `epoch` is the epoch of commit N+1 (N's own epoch, or the next one when N ends its epoch).
+ */
+import { readFile } from "node:fs/promises";
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { bytesEqual, CommitteeView, fromHex, shortHex, toHex } from "../core/index.js";
+import { CommitteeSchema } from "../gen/dagsync/v1/types_pb.js";
+import type { Store, TrustedCheckpoint } from "../store/index.js";
+
+export interface CheckpointFile {
+  readonly chain_id: string;
+  readonly genesis_digest: string;
+  readonly index: number;
+  readonly digest: string;
+  readonly epoch: number;
+  readonly committee: string;
+}
+
+export class CheckpointError extends Error {
+  override readonly name = "CheckpointError";
+}
+
+export async function exportCheckpoint(store: Store): Promise<CheckpointFile> {
+  const marks = store.watermarks;
+  if (marks.highestSynced === 0)
+    throw new CheckpointError(`store ${store.path} holds no commits yet: nothing to export`);
+  const committee = await store.getCommittee(marks.epoch);
+  if (committee === undefined)
+    throw new CheckpointError(`store ${store.path} has no committee for epoch ${marks.epoch}`);
+  return {
+    chain_id: store.genesis.genesis.chainId,
+    genesis_digest: toHex(store.genesis.digest),
+    index: marks.highestSynced,
+    digest: toHex(marks.highestSyncedDigest),
+    epoch: marks.epoch,
+    committee: Buffer.from(toBinary(CommitteeSchema, committee.committee)).toString("base64"),
+  };
+}
+
+/** Reads and checks a checkpoint file against the genesis it must belong to. */
+export async function readCheckpoint(path: string, genesisDigest: Uint8Array): Promise<TrustedCheckpoint> {
+  let parsed: Partial<CheckpointFile>;
+  try {
+    parsed = JSON.parse(await readFile(path, "utf8")) as Partial<CheckpointFile>;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new CheckpointError(
+      `--checkpoint ${path}: ${code === "ENOENT" ? "file not found" : "not a JSON checkpoint (make one with `dagsync checkpoint export`)"}`,
+    );
+  }
+  const fail = (why: string) => new CheckpointError(`--checkpoint ${path}: ${why}`);
+  if (typeof parsed.index !== "number" || !Number.isSafeInteger(parsed.index) || parsed.index < 1)
+    throw fail('"index" must be a commit index ≥ 1');
+  if (typeof parsed.digest !== "string" || !/^[0-9a-f]{64}$/i.test(parsed.digest))
+    throw fail('"digest" must be 64 hex digits');
+  if (typeof parsed.genesis_digest !== "string" || !/^[0-9a-f]{64}$/i.test(parsed.genesis_digest))
+    throw fail('"genesis_digest" must be 64 hex digits');
+  if (!bytesEqual(fromHex(parsed.genesis_digest), genesisDigest))
+    throw fail(
+      `it belongs to genesis ${parsed.genesis_digest.slice(0, 8)}, not to --genesis (${shortHex(genesisDigest)})`,
+    );
+  if (typeof parsed.epoch !== "number" || typeof parsed.committee !== "string")
+    throw fail('"epoch" and "committee" are required');
+  let committee: CommitteeView;
+  try {
+    committee = new CommitteeView(
+      fromBinary(CommitteeSchema, Buffer.from(parsed.committee, "base64")),
+      parsed.epoch,
+    );
+  } catch (e) {
+    throw fail(`"committee" is not a valid committee of epoch ${parsed.epoch}: ${(e as Error).message}`);
+  }
+  return { index: parsed.index, digest: fromHex(parsed.digest), committee: committee.committee };
+}

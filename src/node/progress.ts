@@ -1,0 +1,90 @@
+/**
+ * Sync progress for people: a progress bar (commits, blocks, MB/s, ETA, peers) when stderr is a
+ * terminal, a log line every few seconds otherwise.
+ */
+import cliProgress from "cli-progress";
+import type { Logger } from "pino";
+import type { SyncEngine } from "../sync/index.js";
+
+export interface ProgressReporter {
+  stop(): void;
+}
+
+/** Interval of progress log lines when stderr is not a terminal, ms. */
+const LOG_INTERVAL_MS = 5_000;
+/** Refresh interval of the bar, ms. */
+const BAR_INTERVAL_MS = 250;
+
+export function reportProgress(
+  engine: SyncEngine,
+  log: Logger,
+  tty = process.stderr.isTTY === true,
+): ProgressReporter {
+  const started = performance.now();
+  const startHeight = engine.progress.highestSynced;
+  const rate = () => {
+    const p = engine.progress;
+    const secs = Math.max((performance.now() - started) / 1000, 0.001);
+    const commitsPerSec = p.commitsApplied / secs;
+    return {
+      p,
+      commitsPerSec,
+      blocksPerSec: p.blocksApplied / secs,
+      mbPerSec: p.bytesApplied / secs / 1e6,
+      etaSecs: commitsPerSec > 0 ? Math.max(0, p.target - p.highestSynced) / commitsPerSec : Number.NaN,
+    };
+  };
+  if (!tty) {
+    const timer = setInterval(() => {
+      const r = rate();
+      log.info(
+        {
+          commit: r.p.highestSynced,
+          target: r.p.target,
+          commitsPerSec: Math.round(r.commitsPerSec),
+          blocksPerSec: Math.round(r.blocksPerSec),
+          mbPerSec: Number(r.mbPerSec.toFixed(1)),
+          peers: r.p.usablePeers,
+        },
+        "sync progress",
+      );
+    }, LOG_INTERVAL_MS);
+    return { stop: () => clearInterval(timer) };
+  }
+  const bar = new cliProgress.SingleBar(
+    {
+      format:
+        " {bar} {value}/{total} commits | {blocks} blocks | {mbps} MB/s | ETA {eta_s} | {peers} peers | {phase}",
+      hideCursor: true,
+      etaBuffer: 50,
+      stream: process.stderr,
+    },
+    cliProgress.Presets.shades_classic,
+  );
+  bar.start(Math.max(engine.progress.target, 1), startHeight, {
+    blocks: 0,
+    mbps: "0.0",
+    peers: 0,
+    phase: "starting",
+    eta_s: "?",
+  });
+  const timer = setInterval(() => {
+    const r = rate();
+    bar.setTotal(Math.max(r.p.target, r.p.highestSynced, 1));
+    bar.update(r.p.highestSynced, {
+      blocks: r.p.blocksApplied,
+      mbps: r.mbPerSec.toFixed(1),
+      peers: r.p.usablePeers,
+      phase: r.p.phase,
+      eta_s: Number.isNaN(r.etaSecs) ? "?" : `${r.etaSecs.toFixed(0)}s`,
+    });
+  }, BAR_INTERVAL_MS);
+  return {
+    stop: () => {
+      clearInterval(timer);
+      const p = engine.progress;
+      bar.update(p.highestSynced, { phase: p.phase });
+      bar.stop();
+    },
+  };
+}

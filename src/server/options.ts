@@ -1,0 +1,84 @@
+/**
+ * Every limit and timeout of the sync server, with its default and unit, in one place
+ * (DESIGN.md §3 and §8).
+ */
+
+import type { RateQuota } from "../core/gcra.js";
+
+export type { RateQuota };
+
+export interface ServerOptions {
+  /** Most commits in one FetchCommits response. Default 100. */
+  readonly maxCommitsPerFetch: number;
+  /** Most refs in one FetchBlocks request; more is INVALID_ARGUMENT. Default 1000. */
+  readonly maxBlocksPerFetch: number;
+  /** Response size bound for FetchCommits and FetchBlocks, bytes. Default 4 MiB. */
+  readonly maxFetchResponseBytes: number;
+  /** Largest request message accepted, bytes (1000 refs need ≈ 45 KB). Default 1 MiB. */
+  readonly maxReceiveMessageBytes: number;
+  /** Largest message sent, bytes: a response is bounded by maxFetchResponseBytes plus one block. Default 16 MiB. */
+  readonly maxSendMessageBytes: number;
+  /** Per-peer (remote IP) GCRA quotas by RPC. */
+  readonly rateLimits: {
+    readonly getCommitAvailability: RateQuota;
+    readonly fetchCommits: RateQuota;
+    readonly fetchBlocks: RateQuota;
+    readonly pushCommit: RateQuota;
+    readonly subscribeCommits: RateQuota;
+    readonly admin: RateQuota;
+  };
+  /** Requests in flight per peer (remote IP) before RESOURCE_EXHAUSTED. Default 32. */
+  readonly maxInflightPerPeer: number;
+  /** Peers tracked by the rate limiter before idle ones are forgotten. Default 10,000. */
+  readonly maxTrackedPeers: number;
+  /** HTTP/2 keepalive ping interval, ms. Default 30,000. */
+  readonly keepaliveTimeMs: number;
+  /** Keepalive ping timeout, ms. Default 10,000. */
+  readonly keepaliveTimeoutMs: number;
+  /** Concurrent HTTP/2 streams per connection. Default 256. */
+  readonly maxConcurrentStreams: number;
+  /** Commits a live subscriber may fall behind the tip before RESOURCE_EXHAUSTED. Default 1024. */
+  readonly subscriberBufferCommits: number;
+  /** Commits read from the store per step of a subscription replay. Default 32. */
+  readonly subscriberReadAhead: number;
+  /** Grace period for in-flight calls on shutdown, ms. Default 5,000. */
+  readonly drainTimeoutMs: number;
+}
+
+export const DEFAULT_SERVER_OPTIONS: ServerOptions = {
+  maxCommitsPerFetch: 100,
+  maxBlocksPerFetch: 1000,
+  maxFetchResponseBytes: 4 * 1024 * 1024,
+  maxReceiveMessageBytes: 1024 * 1024,
+  maxSendMessageBytes: 16 * 1024 * 1024,
+  rateLimits: {
+    getCommitAvailability: { perSecond: 50, burst: 100 },
+    fetchCommits: { perSecond: 200, burst: 400 },
+    fetchBlocks: { perSecond: 500, burst: 1000 },
+    pushCommit: { perSecond: 20, burst: 40 },
+    subscribeCommits: { perSecond: 2, burst: 10 },
+    admin: { perSecond: 20, burst: 40 },
+  },
+  maxInflightPerPeer: 32,
+  maxTrackedPeers: 10_000,
+  keepaliveTimeMs: 30_000,
+  keepaliveTimeoutMs: 10_000,
+  maxConcurrentStreams: 256,
+  subscriberBufferCommits: 1024,
+  subscriberReadAhead: 32,
+  drainTimeoutMs: 5_000,
+};
+
+type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K] };
+export type ServerOptionsInput = DeepPartial<ServerOptions>;
+
+export function resolveServerOptions(input: ServerOptionsInput = {}): ServerOptions {
+  return {
+    ...DEFAULT_SERVER_OPTIONS,
+    ...(input as Partial<ServerOptions>),
+    rateLimits: {
+      ...DEFAULT_SERVER_OPTIONS.rateLimits,
+      ...(input.rateLimits as Partial<ServerOptions["rateLimits"]> | undefined),
+    },
+  };
+}

@@ -1,0 +1,411 @@
+/**
+ * The node's store: LevelDB through `level`, one sublevel per table (DESIGN.md §6).
+ *
+ * | sublevel     | key                         | value                                         |
+ * |--------------|-----------------------------|-----------------------------------------------|
+ * | commits      | index (u64 BE)              | Commit, canonical bytes                        |
+ * | blocks       | round, author (u32 BE), digest | SignedBlock, canonical bytes                |
+ * | certifiers   | index (u64 BE)              | certifier blocks of that commit (WireFetchBlocksResponse) |
+ * | committees   | epoch (u64 BE)              | Committee                                      |
+ * | epoch_ends   | epoch (u64 BE)              | index of the epoch's last commit (u64 BE)      |
+ * | meta         | name (UTF-8)                | genesis bytes, watermarks                      |
+ *
+ * Values are the bytes as received, so serving is a read and a copy. Every applied unit (a commit
+ * with its blocks, certifier blocks, committee change and watermarks) is one atomic LevelDB batch:
+ * a crash leaves all of it or none of it, and a restart resumes from the watermark.
+ */
+import { existsSync } from "node:fs";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import type { AbstractBatchOperation } from "abstract-level";
+import { Level } from "level";
+import {
+  bytesEqual,
+  CommitteeView,
+  type GenesisEntry,
+  parseCommit,
+  parseGenesis,
+  shortHex,
+} from "../core/index.js";
+import { type Committee, CommitteeSchema } from "../gen/dagsync/v1/types_pb.js";
+import { WireFetchBlocksResponseSchema } from "../gen/dagsync/wire/v1/wire_pb.js";
+import { StoreError } from "./errors.js";
+import { type BlockKeyRef, blockKey, indexKey, readIndexKey } from "./keys.js";
+
+type Bytes = Uint8Array;
+const TABLE_ENCODING = { keyEncoding: "view", valueEncoding: "view" } as const;
+function openTable(db: Level<Bytes, Bytes>, name: string) {
+  return db.sublevel<Bytes, Bytes>(name, TABLE_ENCODING);
+}
+type Table = ReturnType<typeof openTable>;
+type BatchOp = AbstractBatchOperation<Level<Bytes, Bytes>, Bytes, Bytes>;
+
+export interface Watermarks {
+  /** Highest commit whose certification and links are verified (it may still lack blocks). */
+  readonly highestVerified: number;
+  /** Highest commit stored with all its blocks. */
+  readonly highestSynced: number;
+  /** Digest of the highest synced commit (digest(Genesis) or the checkpoint's when none is stored). */
+  readonly highestSyncedDigest: Bytes;
+  /** Epoch the next commit belongs to. */
+  readonly epoch: number;
+  /** Lowest commit that can be served. */
+  readonly lowestAvailable: number;
+}
+
+/** A verified commit ready to store. */
+export interface ApplyUnit {
+  readonly index: number;
+  readonly epoch: number;
+  readonly commitBytes: Bytes;
+  readonly commitDigest: Bytes;
+  /** The committed blocks, with their refs (from the commit). */
+  readonly blocks: readonly { readonly ref: BlockKeyRef; readonly bytes: Bytes }[];
+  /** Certifier blocks that certify this commit, when it ends a verified batch. */
+  readonly certifierBlocks?: readonly Bytes[] | undefined;
+  /** The next epoch's committee, when this commit ends its epoch. */
+  readonly nextCommittee?: Committee | undefined;
+}
+
+export interface TrustedCheckpoint {
+  readonly index: number;
+  readonly digest: Bytes;
+  /** Committee of the epoch of commit index + 1. */
+  readonly committee: Committee;
+}
+
+export interface OpenOptions {
+  /** Encoded Genesis; required to create a store, checked against an existing one. */
+  readonly genesis?: Bytes | undefined;
+  /** Start a new store from a trusted checkpoint instead of genesis. */
+  readonly checkpoint?: TrustedCheckpoint | undefined;
+  /** Refuse to create a store where none exists (default true when no genesis is given). */
+  readonly mustExist?: boolean | undefined;
+}
+
+const META = {
+  genesis: "genesis",
+  watermarks: "watermarks",
+} as const;
+
+function encodeWatermarks(w: Watermarks): Bytes {
+  const out = new Uint8Array(32 + 32);
+  const view = new DataView(out.buffer);
+  view.setBigUint64(0, BigInt(w.highestVerified));
+  view.setBigUint64(8, BigInt(w.highestSynced));
+  view.setBigUint64(16, BigInt(w.epoch));
+  view.setBigUint64(24, BigInt(w.lowestAvailable));
+  out.set(w.highestSyncedDigest, 32);
+  return out;
+}
+
+function decodeWatermarks(bytes: Bytes): Watermarks {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return {
+    highestVerified: Number(view.getBigUint64(0)),
+    highestSynced: Number(view.getBigUint64(8)),
+    epoch: Number(view.getBigUint64(16)),
+    lowestAvailable: Number(view.getBigUint64(24)),
+    highestSyncedDigest: bytes.slice(32, 64),
+  };
+}
+
+const utf8 = new TextEncoder();
+
+export class Store {
+  private constructor(
+    readonly path: string,
+    private readonly db: Level<Bytes, Bytes>,
+    private readonly tables: {
+      commits: Table;
+      blocks: Table;
+      certifiers: Table;
+      committees: Table;
+      epochEnds: Table;
+      meta: Table;
+    },
+    readonly genesis: GenesisEntry,
+    private marks: Watermarks,
+    /** Last commit index of each ended epoch, ascending by epoch: small, so kept in memory. */
+    private readonly epochEnds: { epoch: number; end: number }[],
+  ) {}
+
+  /**
+   * Opens (or creates) the store in `path`. Fails with a StoreError when another process holds
+   * it, when it belongs to another genesis, or when it is missing and `mustExist` is set.
+   */
+  static async open(path: string, options: OpenOptions = {}): Promise<Store> {
+    const mustExist = options.mustExist ?? options.genesis === undefined;
+    // LevelDB creates the directory (with LOCK and LOG) even when told not to create the database,
+    // and reports a missing parent directory as an I/O error: check first, and leave nothing behind.
+    if (mustExist && !existsSync(path)) throw StoreError.notFound(path);
+    const db = new Level<Bytes, Bytes>(path, {
+      keyEncoding: "view",
+      valueEncoding: "view",
+      createIfMissing: !mustExist,
+    });
+    try {
+      await db.open();
+    } catch (e) {
+      throw StoreError.fromOpen(path, e);
+    }
+    try {
+      const tables = {
+        commits: openTable(db, "commits"),
+        blocks: openTable(db, "blocks"),
+        certifiers: openTable(db, "certifiers"),
+        committees: openTable(db, "committees"),
+        epochEnds: openTable(db, "epoch_ends"),
+        meta: openTable(db, "meta"),
+      };
+      const storedGenesis = await tables.meta.get(utf8.encode(META.genesis));
+      if (storedGenesis === undefined) {
+        if (options.genesis === undefined)
+          throw new StoreError("not_initialized", `store ${path} has no genesis: it was never initialized`);
+        const genesis = parseGenesis(options.genesis);
+        const cp = options.checkpoint;
+        const marks: Watermarks =
+          cp === undefined
+            ? {
+                highestVerified: 0,
+                highestSynced: 0,
+                highestSyncedDigest: genesis.digest,
+                epoch: 0,
+                lowestAvailable: 1,
+              }
+            : {
+                highestVerified: cp.index,
+                highestSynced: cp.index,
+                highestSyncedDigest: cp.digest,
+                epoch: Number(cp.committee.epoch),
+                lowestAvailable: cp.index + 1,
+              };
+        const committee = cp?.committee ?? genesis.genesis.committee!;
+        if (cp !== undefined) new CommitteeView(committee); // sanity-check a checkpoint's committee before storing it
+        await db.batch([
+          { type: "put", sublevel: tables.meta, key: utf8.encode(META.genesis), value: options.genesis },
+          {
+            type: "put",
+            sublevel: tables.committees,
+            key: indexKey(marks.epoch),
+            value: toBinary(CommitteeSchema, committee),
+          },
+          {
+            type: "put",
+            sublevel: tables.meta,
+            key: utf8.encode(META.watermarks),
+            value: encodeWatermarks(marks),
+          },
+        ]);
+        return new Store(path, db, tables, genesis, marks, []);
+      }
+      if (options.genesis !== undefined && !bytesEqual(storedGenesis, options.genesis)) {
+        const theirs = parseGenesis(options.genesis);
+        const ours = parseGenesis(storedGenesis);
+        throw new StoreError(
+          "foreign_genesis",
+          `store ${path} belongs to chain "${ours.genesis.chainId}" (genesis ${shortHex(ours.digest)}), not "${theirs.genesis.chainId}" (genesis ${shortHex(theirs.digest)})`,
+        );
+      }
+      const marksBytes = await tables.meta.get(utf8.encode(META.watermarks));
+      if (marksBytes === undefined || marksBytes.length !== 64)
+        throw new StoreError("corrupt", `store ${path}: watermarks are missing or damaged`);
+      const epochEnds: { epoch: number; end: number }[] = [];
+      for await (const [key, value] of tables.epochEnds.iterator())
+        epochEnds.push({ epoch: readIndexKey(key), end: readIndexKey(value) });
+      return new Store(
+        path,
+        db,
+        tables,
+        parseGenesis(storedGenesis),
+        decodeWatermarks(marksBytes),
+        epochEnds,
+      );
+    } catch (e) {
+      await db.close().catch(() => {});
+      if (e instanceof StoreError) throw e;
+      throw new StoreError(
+        "corrupt",
+        `store ${path} cannot be read: ${e instanceof Error ? e.message : String(e)}`,
+      );
+    }
+  }
+
+  get watermarks(): Watermarks {
+    return this.marks;
+  }
+
+  /**
+   * Writes verified commits, each a complete unit, in one atomic batch, and moves the watermarks.
+   * Units must continue the chain: the caller has verified links and certification.
+   */
+  async apply(units: readonly ApplyUnit[]): Promise<void> {
+    if (units.length === 0) return;
+    const ops: BatchOp[] = [];
+    let marks = this.marks;
+    const ended: { epoch: number; end: number }[] = [];
+    for (const unit of units) {
+      if (unit.index !== marks.highestSynced + 1)
+        throw new StoreError(
+          "out_of_order",
+          `apply commit ${unit.index}: the store is at ${marks.highestSynced}`,
+        );
+      const { tables } = this;
+      ops.push({ type: "put", sublevel: tables.commits, key: indexKey(unit.index), value: unit.commitBytes });
+      for (const b of unit.blocks)
+        ops.push({ type: "put", sublevel: tables.blocks, key: blockKey(b.ref), value: b.bytes });
+      if (unit.certifierBlocks !== undefined && unit.certifierBlocks.length > 0)
+        ops.push({
+          type: "put",
+          sublevel: tables.certifiers,
+          key: indexKey(unit.index),
+          value: toBinary(
+            WireFetchBlocksResponseSchema,
+            create(WireFetchBlocksResponseSchema, { blocks: [...unit.certifierBlocks] }),
+          ),
+        });
+      let epoch = marks.epoch;
+      if (unit.nextCommittee !== undefined) {
+        ops.push({
+          type: "put",
+          sublevel: tables.epochEnds,
+          key: indexKey(unit.epoch),
+          value: indexKey(unit.index),
+        });
+        ops.push({
+          type: "put",
+          sublevel: tables.committees,
+          key: indexKey(unit.epoch + 1),
+          value: toBinary(CommitteeSchema, unit.nextCommittee),
+        });
+        epoch = unit.epoch + 1;
+        ended.push({ epoch: unit.epoch, end: unit.index });
+      }
+      marks = {
+        highestVerified: Math.max(marks.highestVerified, unit.index),
+        highestSynced: unit.index,
+        highestSyncedDigest: unit.commitDigest,
+        epoch,
+        lowestAvailable: marks.lowestAvailable,
+      };
+    }
+    ops.push({
+      type: "put",
+      sublevel: this.tables.meta,
+      key: utf8.encode(META.watermarks),
+      value: encodeWatermarks(marks),
+    });
+    await this.db.batch(ops);
+    this.marks = marks;
+    this.epochEnds.push(...ended);
+  }
+
+  /**
+   * The last index of the epoch that commit `index` belongs to, when that epoch has ended, and
+   * the epoch itself. Commits above every known end belong to the current epoch.
+   */
+  epochBoundsOf(index: number): { epoch: number; end: number | undefined } {
+    for (const e of this.epochEnds) if (e.end >= index) return { epoch: e.epoch, end: e.end };
+    return { epoch: this.marks.epoch, end: undefined };
+  }
+
+  /** Records that commits up to `index` are verified (certified and linked) ahead of their blocks. */
+  async setHighestVerified(index: number): Promise<void> {
+    if (index <= this.marks.highestVerified) return;
+    const marks = { ...this.marks, highestVerified: index };
+    await this.tables.meta.put(utf8.encode(META.watermarks), encodeWatermarks(marks));
+    this.marks = marks;
+  }
+
+  async getCommit(index: number): Promise<Bytes | undefined> {
+    return this.tables.commits.get(indexKey(index));
+  }
+
+  /** Commits in [start, end], in order, stopping at the first missing one. */
+  async getCommits(start: number, end: number, limit = end - start + 1): Promise<Bytes[]> {
+    const out: Bytes[] = [];
+    const it = this.tables.commits.iterator({ gte: indexKey(start), lte: indexKey(end), limit });
+    try {
+      let expected = start;
+      for (;;) {
+        const entries = await it.nextv(Math.min(limit, 256));
+        if (entries.length === 0) break;
+        for (const [key, value] of entries) {
+          if (readIndexKey(key) !== expected) return out;
+          out.push(value);
+          expected++;
+        }
+      }
+    } finally {
+      await it.close();
+    }
+    return out;
+  }
+
+  /** Blocks by ref, in order; undefined where the store has none. */
+  async getBlocks(refs: readonly BlockKeyRef[]): Promise<(Bytes | undefined)[]> {
+    if (refs.length === 0) return [];
+    return this.tables.blocks.getMany(refs.map(blockKey));
+  }
+
+  async hasBlock(ref: BlockKeyRef): Promise<boolean> {
+    return (await this.tables.blocks.get(blockKey(ref))) !== undefined;
+  }
+
+  /** The certifier blocks stored for a commit, or undefined. */
+  async getCertifiers(index: number): Promise<Bytes[] | undefined> {
+    const value = await this.tables.certifiers.get(indexKey(index));
+    return value === undefined ? undefined : fromBinary(WireFetchBlocksResponseSchema, value).blocks;
+  }
+
+  /** The highest commit in [from, to] whose certifier blocks are stored, or undefined. */
+  async highestCertifiedIn(from: number, to: number): Promise<number | undefined> {
+    const keys = await this.tables.certifiers
+      .keys({ gte: indexKey(from), lte: indexKey(to), reverse: true, limit: 1 })
+      .all();
+    const key = keys[0];
+    return key === undefined ? undefined : readIndexKey(key);
+  }
+
+  async getCommittee(epoch: number): Promise<CommitteeView | undefined> {
+    const value = await this.tables.committees.get(indexKey(epoch));
+    return value === undefined ? undefined : new CommitteeView(fromBinary(CommitteeSchema, value), epoch);
+  }
+
+  /** Index of the last commit of an epoch, when the store has seen its end. */
+  async epochEnd(epoch: number): Promise<number | undefined> {
+    const value = await this.tables.epochEnds.get(indexKey(epoch));
+    return value === undefined ? undefined : readIndexKey(value);
+  }
+
+  /**
+   * Deletes commits below `keepFrom` with their blocks and certifiers, and moves the lowest
+   * available watermark, in one batch. Never prunes the highest synced commit.
+   */
+  async prune(keepFrom: number): Promise<number> {
+    const target = Math.min(keepFrom, this.marks.highestSynced);
+    if (target <= this.marks.lowestAvailable) return 0;
+    const ops: BatchOp[] = [];
+    const commits = await this.getCommits(this.marks.lowestAvailable, target - 1);
+    for (const bytes of commits) {
+      const entry = parseCommit(bytes);
+      ops.push({ type: "del", sublevel: this.tables.commits, key: indexKey(entry.index) });
+      ops.push({ type: "del", sublevel: this.tables.certifiers, key: indexKey(entry.index) });
+      for (const ref of entry.commit.blocks)
+        ops.push({ type: "del", sublevel: this.tables.blocks, key: blockKey(ref) });
+    }
+    const marks = { ...this.marks, lowestAvailable: target };
+    ops.push({
+      type: "put",
+      sublevel: this.tables.meta,
+      key: utf8.encode(META.watermarks),
+      value: encodeWatermarks(marks),
+    });
+    await this.db.batch(ops);
+    this.marks = marks;
+    return commits.length;
+  }
+
+  async close(): Promise<void> {
+    await this.db.close();
+  }
+}

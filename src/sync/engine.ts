@@ -1,0 +1,735 @@
+/**
+ * The sync engine (DESIGN.md §4), modelled on Sui's StateSyncEventLoop and Mysticeti's
+ * CommitSyncer: one loop owns all state; I/O runs in tasks it spawns, whose results come back as
+ * synchronous handlers that update the state and wake the loop. Nothing else mutates it.
+ *
+ * The chain ahead of the store is cut into segments (commit ranges, ≤ 100 commits). Each segment
+ * moves through a small state machine:
+ *
+ *   idle → fetching_commits → fetched → (verified) fetching_blocks → ready → applied
+ *
+ * - Commit batches are fetched from several peers at once, within `maxSegmentsAhead` and the
+ *   `maxInflightBytes` budget (the segment at the head is always allowed, so progress never
+ *   deadlocks on the budget).
+ * - A fetched batch is verified as soon as its predecessor is: then the committee of its epoch
+ *   and the digest it must link to are known, so each batch gets the full check (links, one
+ *   epoch, certification by a quorum of that epoch) before any of its blocks is fetched. A batch
+ *   cut short (epoch boundary, size, invalid suffix) keeps its valid prefix; the rest becomes a
+ *   new segment.
+ * - Blocks are fetched in chunks of ≤ 1000 refs from any peer holding the segment, checked by
+ *   digest against the verified refs; a partial answer keeps its prefix and re-queues the rest.
+ * - Ready segments are applied strictly in order, each commit a complete unit, in one atomic
+ *   store batch; a crash resumes from the watermark.
+ *
+ * Faults: invalid data bans the peer for `banDurationMs` and its work returns to the pool;
+ * network errors and deadlines back off exponentially with jitter; a peer that refuses a range
+ * it advertised, or stalls repeatedly, is banned as a liar or staller. Off-chain peers are never
+ * used. Hostile peers cannot make us store anything that did not verify, and cannot stop us while
+ * one honest peer remains.
+ */
+import { setMaxListeners } from "node:events";
+import { create } from "@bufbuild/protobuf";
+import type { Logger } from "pino";
+import type { PeerError } from "../client/index.js";
+import {
+  type CommitEntry,
+  type CommitteeView,
+  nextCommitteeFrom,
+  parseSignedBlock,
+  type SignatureVerifier,
+  toHex,
+  VerifyError,
+  verifyBlocksAgainstRefs,
+  verifyCommitBatch,
+  verifySignedBlock,
+} from "../core/index.js";
+import type { PeerStatus } from "../gen/dagsync/v1/admin_pb.js";
+import { PeerStatusSchema } from "../gen/dagsync/v1/admin_pb.js";
+import { type BlockRef, CommitRefSchema } from "../gen/dagsync/v1/types_pb.js";
+import type { ApplyUnit, Store } from "../store/index.js";
+import { SubDagBroadcast } from "./broadcast.js";
+import type { SyncMetrics } from "./metrics.js";
+import type { SyncNetwork } from "./network.js";
+import { DEFAULT_SYNC_OPTIONS, type SyncOptions } from "./options.js";
+import { PeerSet, type PeerState } from "./peers.js";
+
+interface Verified {
+  readonly commits: CommitEntry[];
+  readonly certifiers: Uint8Array[];
+  readonly committee: CommitteeView;
+  /** Committee of the next epoch when the last commit ends its epoch. */
+  readonly nextCommittee: CommitteeView | undefined;
+  readonly refs: BlockRef[];
+}
+
+/** A run of `Verified.refs` still to fetch: [offset, offset + count). */
+interface Chunk {
+  offset: number;
+  count: number;
+  fetching: boolean;
+}
+
+type SegmentState =
+  | { readonly kind: "idle" }
+  | { readonly kind: "fetching_commits"; readonly peer: string }
+  | {
+      readonly kind: "fetched";
+      readonly commits: Uint8Array[];
+      readonly certifiers: Uint8Array[];
+      readonly peer: string;
+    }
+  | {
+      readonly kind: "fetching_blocks";
+      readonly verified: Verified;
+      readonly chunks: Chunk[];
+      /** Fetched blocks, aligned with `verified.refs`. */
+      readonly blocks: (Uint8Array | undefined)[];
+    }
+  | { readonly kind: "ready"; readonly verified: Verified; readonly blocks: (Uint8Array | undefined)[] }
+  | { readonly kind: "applying"; readonly verified: Verified };
+
+interface Segment {
+  start: number;
+  end: number;
+  state: SegmentState;
+  /** Bytes this segment holds (fetched, not yet applied). */
+  bytes: number;
+}
+
+export type SyncPhase = "starting" | "syncing" | "synced" | "stopped";
+
+export interface SyncEngineConfig {
+  readonly store: Store;
+  readonly network: SyncNetwork;
+  readonly peers: readonly string[];
+  readonly verifier: SignatureVerifier;
+  readonly log: Logger;
+  readonly options?: Partial<SyncOptions> | undefined;
+  readonly metrics?: SyncMetrics | undefined;
+  readonly now?: (() => number) | undefined;
+  readonly random?: (() => number) | undefined;
+  /**
+   * Blocks already at hand (near-tip blocks from the live channel), by digest. They are used
+   * only where a verified commit references their digest, so they need no trust.
+   */
+  readonly nearTipBlocks?: ((digest: Uint8Array) => Uint8Array | undefined) | undefined;
+}
+
+export interface SyncProgress {
+  readonly phase: SyncPhase;
+  readonly highestSynced: number;
+  readonly target: number;
+  readonly commitsApplied: number;
+  readonly blocksApplied: number;
+  readonly bytesApplied: number;
+  readonly usablePeers: number;
+}
+
+/** The first commit a store that started from a checkpoint (or genesis) lacks. */
+function marks0(store: Store): number {
+  return store.watermarks.lowestAvailable;
+}
+
+/** Consecutive failures after which a peer that keeps failing is banned as a staller. */
+const STALL_BAN_FAILURES = 4;
+/** Starting estimate of a block's size, bytes, before any is measured. */
+const INITIAL_BLOCK_ESTIMATE = 4096;
+
+export class SyncEngine {
+  readonly options: SyncOptions;
+  readonly broadcast: SubDagBroadcast;
+  readonly peers: PeerSet;
+  private readonly store: Store;
+  private readonly network: SyncNetwork;
+  private readonly log: Logger;
+  private readonly now: () => number;
+  private readonly chainId: string;
+  private segments: Segment[] = [];
+  private readonly committees = new Map<number, CommitteeView>();
+  private readonly controller = new AbortController();
+  private wake: (() => void) | undefined;
+  private applying = false;
+  private applyPromise: Promise<void> = Promise.resolve();
+  private requests = 0;
+  private inflightBytes = 0;
+  private reservedBytes = 0;
+  private blockEstimate = INITIAL_BLOCK_ESTIMATE;
+  private heightsTimer: NodeJS.Timeout | undefined;
+  private heightRounds = 0;
+  private phase: SyncPhase = "starting";
+  private fatal: Error | undefined;
+  private readonly suspects = new Map<string, number>();
+  private readonly checkpointDisagreements = new Set<string>();
+  private readonly stats = { commitsApplied: 0, blocksApplied: 0, bytesApplied: 0 };
+
+  constructor(private readonly config: SyncEngineConfig) {
+    this.options = { ...DEFAULT_SYNC_OPTIONS, ...config.options };
+    this.store = config.store;
+    this.network = config.network;
+    this.log = config.log;
+    this.now = config.now ?? (() => Date.now());
+    this.chainId = config.store.genesis.genesis.chainId;
+    this.peers = new PeerSet(config.peers, config.store.genesis.digest, this.options, config.random);
+    this.broadcast = new SubDagBroadcast(config.store, this.options.subscriberBufferCommits);
+    setMaxListeners(0, this.controller.signal); // every request in flight listens to it
+  }
+
+  get progress(): SyncProgress {
+    const now = this.now();
+    return {
+      phase: this.phase,
+      highestSynced: this.store.watermarks.highestSynced,
+      target: Math.max(this.peers.target(now), this.store.watermarks.highestSynced),
+      ...this.stats,
+      usablePeers: this.peers.all().filter((p) => this.peers.isUsable(p, now)).length,
+    };
+  }
+
+  /**
+   * Runs until stopped, or, with `untilSynced`, until the store holds the highest commit usable
+   * peers advertise (after at least one round of height queries).
+   */
+  async run(untilSynced = false): Promise<void> {
+    const marks = this.store.watermarks;
+    const committee = await this.store.getCommittee(marks.epoch);
+    if (committee === undefined) throw new Error(`store has no committee for epoch ${marks.epoch}`);
+    this.committees.set(marks.epoch, committee);
+    this.phase = "syncing";
+    this.queryHeights();
+    this.heightsTimer = setInterval(() => this.queryHeights(), this.options.peerQueryIntervalMs);
+    try {
+      while (!this.controller.signal.aborted) {
+        this.step();
+        if (this.fatal !== undefined) throw this.fatal;
+        const synced = this.isSynced();
+        if (synced && this.phase !== "synced")
+          this.log.info({ highest: this.store.watermarks.highestSynced }, "synced");
+        this.phase = synced ? "synced" : "syncing";
+        if (untilSynced && synced) break;
+        await new Promise<void>((resolve) => {
+          this.wake = resolve;
+        });
+      }
+    } finally {
+      clearInterval(this.heightsTimer);
+      if (!untilSynced || this.controller.signal.aborted) this.phase = "stopped";
+    }
+  }
+
+  /** Stops fetching and waits for a store write in progress, so that the store can close. */
+  async stop(): Promise<void> {
+    this.phase = "stopped";
+    this.controller.abort();
+    clearInterval(this.heightsTimer);
+    this.kick();
+    await this.applyPromise;
+  }
+
+  private kick(): void {
+    const w = this.wake;
+    this.wake = undefined;
+    w?.();
+  }
+
+  /** The committee of the epoch the next commit belongs to (once `run` has started). */
+  currentCommittee(): CommitteeView | undefined {
+    return this.committees.get(this.store.watermarks.epoch);
+  }
+
+  /**
+   * A PushCommit hint. Never trusted, and not even attributed: the server knows a pusher by IP
+   * only, and several peers may share one. It just makes us ask every peer for its height now
+   * instead of at the next interval, and only peers that confirm serve the new range.
+   */
+  onPushCommit(peerHost: string, highestSynced: number): void {
+    this.log.debug({ peer: peerHost, highest: highestSynced }, "push commit hint");
+    this.queryHeights();
+  }
+
+  isSynced(): boolean {
+    const now = this.now();
+    if (this.heightRounds === 0) return false;
+    const usable = this.peers.all().some((p) => this.peers.isUsable(p, now));
+    return (
+      usable &&
+      this.store.watermarks.highestSynced >= this.peers.target(now) &&
+      !this.segments.some((s) => s.state.kind !== "idle")
+    );
+  }
+
+  // ---- heights -------------------------------------------------------------------------------
+
+  private queryHeights(): void {
+    const pending = this.peers.all().filter((p) => !p.offChain);
+    if (pending.length === 0) {
+      this.heightRounds++;
+      return;
+    }
+    let left = pending.length;
+    for (const p of pending) {
+      const signal = AbortSignal.any([this.controller.signal, AbortSignal.timeout(5_000)]);
+      this.network.getCommitAvailability(p.address, signal).then(
+        (report) => {
+          const now = this.now();
+          if (!this.peers.updateHeights(p.address, report)) {
+            this.log.warn({ peer: p.address }, "peer serves another chain (genesis differs): never used");
+          } else {
+            const suspect = this.suspects.get(p.address);
+            this.suspects.delete(p.address);
+            if (suspect !== undefined && report.lowest <= suspect && report.highest >= suspect)
+              this.ban(p, "unavailable_range", `advertises commit ${suspect} but refuses to serve it`, now);
+          }
+          if (--left === 0) this.heightRounds++;
+          this.kick();
+        },
+        (e: unknown) => {
+          this.onPeerError(p, "GetCommitAvailability", e as PeerError);
+          if (--left === 0) this.heightRounds++;
+          this.kick();
+        },
+      );
+    }
+  }
+
+  // ---- planning ------------------------------------------------------------------------------
+
+  private step(): void {
+    const now = this.now();
+    const marks = this.store.watermarks;
+    const target = this.peers.target(now);
+    this.config.metrics?.target.set(target);
+    this.config.metrics?.bannedPeers.set(this.peers.all().filter((p) => p.bannedUntil > now).length);
+
+    // Plan: extend the segment list up to the target, drop idle ones beyond it.
+    while (this.segments.length > 0) {
+      const last = this.segments.at(-1)!;
+      if (last.state.kind === "idle" && last.start > target) this.segments.pop();
+      else break;
+    }
+    let frontier = this.segments.at(-1)?.end ?? marks.highestSynced;
+    while (this.segments.length < this.options.maxSegmentsAhead && frontier < target) {
+      const end = Math.min(frontier + this.options.commitsPerRequest, target);
+      this.segments.push({ start: frontier + 1, end, state: { kind: "idle" }, bytes: 0 });
+      frontier = end;
+    }
+
+    // Verify, in order, every fetched segment whose predecessor is verified.
+    let prev = { index: marks.highestSynced, digest: marks.highestSyncedDigest, epoch: marks.epoch };
+    for (let i = 0; i < this.segments.length; i++) {
+      const seg = this.segments[i]!;
+      if (seg.state.kind === "fetched") this.verifySegment(i, prev);
+      const s = seg.state;
+      if (s.kind !== "fetching_blocks" && s.kind !== "ready" && s.kind !== "applying") break;
+      const last = s.verified.commits.at(-1)!;
+      prev = {
+        index: last.index,
+        digest: last.digest,
+        epoch: s.verified.nextCommittee !== undefined ? last.epoch + 1 : last.epoch,
+      };
+    }
+    this.config.metrics?.highestVerified.set(prev.index);
+
+    // Launch work, head first.
+    for (let i = 0; i < this.segments.length && this.requests < this.options.maxConcurrentRequests; i++) {
+      const seg = this.segments[i]!;
+      const head = i === 0;
+      if (seg.state.kind === "idle") this.launchCommitFetch(seg, head, now);
+      else if (seg.state.kind === "fetching_blocks") this.launchBlockFetches(seg, seg.state, head, now);
+    }
+
+    // Apply the head when it is ready.
+    const head = this.segments[0];
+    if (!this.applying && head?.state.kind === "ready" && head.start === marks.highestSynced + 1)
+      this.applyPromise = this.apply(head, head.state);
+    this.config.metrics?.inflightBytes.set(this.inflightBytes);
+  }
+
+  private budgetAllows(extra: number, head: boolean): boolean {
+    return head || this.inflightBytes + this.reservedBytes + extra <= this.options.maxInflightBytes;
+  }
+
+  private launchCommitFetch(seg: Segment, head: boolean, now: number): void {
+    const estimate = (seg.end - seg.start + 1) * 512;
+    if (!this.budgetAllows(estimate, head)) return;
+    const peer = this.peers.pick(seg.start, seg.start, now);
+    if (peer === undefined) return;
+    seg.state = { kind: "fetching_commits", peer: peer.address };
+    const started = performance.now();
+    this.beginRequest(peer, estimate);
+    const signal = this.controller.signal;
+    this.network.fetchCommits(peer.address, seg.start, seg.end, { signal, expectedBytes: estimate * 4 }).then(
+      (res) => {
+        this.endRequest(peer, estimate);
+        this.peers.recordSuccess(peer, res.bytes, performance.now() - started);
+        this.config.metrics?.bytesFetched.inc({ method: "FetchCommits" }, res.bytes);
+        this.config.metrics?.fetchSeconds.observe(
+          { method: "FetchCommits" },
+          (performance.now() - started) / 1000,
+        );
+        if (!this.segments.includes(seg)) return;
+        const max = seg.end - seg.start + 1;
+        if (res.commits.length === 0) {
+          seg.state = { kind: "idle" };
+          this.ban(peer, "malformed", `returned no commits for ${seg.start}..${seg.end}`, this.now());
+        } else {
+          const commits = res.commits.slice(0, max);
+          seg.state = { kind: "fetched", commits, certifiers: res.certifierBlocks, peer: peer.address };
+          this.hold(seg, res.bytes);
+        }
+        this.kick();
+      },
+      (e: unknown) => {
+        this.endRequest(peer, estimate);
+        if (this.segments.includes(seg)) seg.state = { kind: "idle" };
+        this.onPeerError(peer, "FetchCommits", e as PeerError, seg.start);
+        this.kick();
+      },
+    );
+  }
+
+  private verifySegment(i: number, prev: { index: number; digest: Uint8Array; epoch: number }): void {
+    const seg = this.segments[i]!;
+    if (seg.state.kind !== "fetched") return;
+    const { commits, certifiers, peer: address } = seg.state;
+    const peer = this.peers.get(address)!;
+    const committee = this.committees.get(prev.epoch);
+    if (committee === undefined) return; // cannot happen: the predecessor verified and stored it
+    const result = verifyCommitBatch({
+      commits,
+      certifierBlocks: certifiers,
+      expectedStart: seg.start,
+      previousDigest: prev.digest,
+      committee,
+      chainId: this.chainId,
+      verifier: this.config.verifier,
+    });
+    if (
+      result.error?.code === "broken_link" &&
+      seg.start === marks0(this.store) &&
+      this.store.watermarks.highestSynced > 0
+    ) {
+      // The first commit after a trusted checkpoint does not link to it: either this peer lies or
+      // the checkpoint is not of the chain our peers serve. When every on-chain peer says so, stop.
+      this.checkpointDisagreements.add(address);
+      const onChain = this.peers.all().filter((p) => p.known && !p.offChain).length;
+      if (this.checkpointDisagreements.size >= onChain)
+        this.fatal = new Error(
+          `the trusted checkpoint (commit ${prev.index}, digest ${toHex(prev.digest).slice(0, 16)}…) does not match what peers serve: ` +
+            `commit ${seg.start} from ${[...this.checkpointDisagreements].join(", ")} links to another digest. Check --checkpoint and --genesis.`,
+        );
+    }
+    if (result.commits.length === 0) {
+      this.release(seg);
+      seg.state = { kind: "idle" };
+      this.ban(
+        peer,
+        result.error?.code ?? "malformed",
+        `FetchCommits ${seg.start}..: ${result.error?.message}`,
+        this.now(),
+      );
+      return;
+    }
+    if (result.error !== undefined)
+      this.ban(peer, result.error.code, `FetchCommits ${seg.start}..: ${result.error.message}`, this.now());
+    const last = result.commits.at(-1)!;
+    let nextCommittee: CommitteeView | undefined;
+    if (last.commit.endOfEpoch !== undefined) {
+      try {
+        nextCommittee = nextCommitteeFrom(last, committee);
+        this.committees.set(nextCommittee.epoch, nextCommittee);
+      } catch (e) {
+        this.fatal = new Error(
+          `commit ${last.index} is certified but its next committee is unusable: ${(e as Error).message}`,
+        );
+        return;
+      }
+    }
+    if (last.index < seg.end) {
+      // Keep the valid prefix; the rest of the range becomes a segment of its own.
+      this.segments.splice(i + 1, 0, {
+        start: last.index + 1,
+        end: seg.end,
+        state: { kind: "idle" },
+        bytes: 0,
+      });
+      seg.end = last.index;
+    }
+    // Every commit's refs, in order: commit k's blocks are a contiguous run of them.
+    const refs: BlockRef[] = [];
+    for (const c of result.commits) for (const ref of c.commit.blocks) refs.push(ref);
+    const verified: Verified = {
+      commits: result.commits,
+      certifiers: result.certifierBlocks.map((b) => b.bytes),
+      committee,
+      nextCommittee,
+      refs,
+    };
+    const blocks = new Array<Uint8Array | undefined>(refs.length);
+    const chunks: Chunk[] = [];
+    const lookup = this.config.nearTipBlocks;
+    for (let k = 0; k < refs.length; ) {
+      const cached = lookup?.(refs[k]!.digest);
+      if (cached !== undefined) {
+        blocks[k++] = cached;
+        this.hold(seg, cached.length);
+        continue;
+      }
+      const chunk: Chunk = { offset: k, count: 0, fetching: false };
+      while (
+        k < refs.length &&
+        chunk.count < this.options.blocksPerRequest &&
+        (chunk.count === 0 || lookup?.(refs[k]!.digest) === undefined)
+      ) {
+        chunk.count++;
+        k++;
+      }
+      chunks.push(chunk);
+    }
+    seg.state = { kind: "fetching_blocks", verified, chunks, blocks };
+    if (chunks.length === 0) seg.state = { kind: "ready", verified, blocks };
+  }
+
+  private launchBlockFetches(
+    seg: Segment,
+    state: Extract<SegmentState, { kind: "fetching_blocks" }>,
+    head: boolean,
+    now: number,
+  ): void {
+    for (const chunk of state.chunks) {
+      if (chunk.fetching) continue;
+      if (this.requests >= this.options.maxConcurrentRequests) return;
+      const estimate = chunk.count * this.blockEstimate;
+      const refs = state.verified.refs.slice(chunk.offset, chunk.offset + chunk.count);
+      if (!this.budgetAllows(estimate, head)) return;
+      const peer = this.peers.pick(seg.start, seg.end, now);
+      if (peer === undefined) return;
+      chunk.fetching = true;
+      this.beginRequest(peer, estimate);
+      const started = performance.now();
+      this.network
+        .fetchBlocks(peer.address, refs, { signal: this.controller.signal, expectedBytes: estimate })
+        .then(
+          (res) => {
+            this.endRequest(peer, estimate);
+            chunk.fetching = false;
+            this.peers.recordSuccess(peer, res.bytes, performance.now() - started);
+            this.config.metrics?.bytesFetched.inc({ method: "FetchBlocks" }, res.bytes);
+            this.config.metrics?.fetchSeconds.observe(
+              { method: "FetchBlocks" },
+              (performance.now() - started) / 1000,
+            );
+            if (seg.state !== state) return;
+            this.acceptBlocks(seg, state, chunk, refs, peer, res.blocks, res.bytes);
+            this.kick();
+          },
+          (e: unknown) => {
+            this.endRequest(peer, estimate);
+            chunk.fetching = false;
+            this.onPeerError(peer, "FetchBlocks", e as PeerError, seg.start);
+            this.kick();
+          },
+        );
+    }
+  }
+
+  private acceptBlocks(
+    seg: Segment,
+    state: Extract<SegmentState, { kind: "fetching_blocks" }>,
+    chunk: Chunk,
+    refs: BlockRef[],
+    peer: PeerState,
+    blocks: Uint8Array[],
+    bytes: number,
+  ): void {
+    const checked = verifyBlocksAgainstRefs(refs, blocks);
+    let accepted = checked.blocks;
+    let error = checked.error;
+    if (this.options.verifyBlockSignatures) {
+      const ok: Uint8Array[] = [];
+      for (const b of accepted) {
+        try {
+          verifySignedBlock(
+            parseSignedBlock(b),
+            state.verified.committee,
+            this.chainId,
+            this.config.verifier,
+          );
+          ok.push(b);
+        } catch (e) {
+          error = e instanceof VerifyError ? e : new VerifyError("malformed", String(e));
+          break;
+        }
+      }
+      accepted = ok;
+    }
+    if (accepted.length === 0 && error === undefined)
+      error = new VerifyError("malformed", `returned no blocks for ${refs.length} refs`);
+    if (error !== undefined) this.ban(peer, error.code, `FetchBlocks: ${error.message}`, this.now());
+    let acceptedBytes = 0;
+    accepted.forEach((b, k) => {
+      state.blocks[chunk.offset + k] = b;
+      acceptedBytes += b.length;
+    });
+    if (accepted.length > 0)
+      this.blockEstimate = Math.max(
+        256,
+        Math.round(0.8 * this.blockEstimate + (0.2 * bytes) / blocks.length),
+      );
+    this.hold(seg, acceptedBytes);
+    chunk.offset += accepted.length; // the remainder is asked again, possibly elsewhere
+    chunk.count -= accepted.length;
+    if (chunk.count === 0) state.chunks.splice(state.chunks.indexOf(chunk), 1);
+    if (state.chunks.length === 0)
+      seg.state = { kind: "ready", verified: state.verified, blocks: state.blocks };
+  }
+
+  // ---- apply ---------------------------------------------------------------------------------
+
+  private async apply(seg: Segment, state: Extract<SegmentState, { kind: "ready" }>): Promise<void> {
+    this.applying = true;
+    seg.state = { kind: "applying", verified: state.verified };
+    const { commits, certifiers, nextCommittee } = state.verified;
+    let position = 0;
+    const units: ApplyUnit[] = commits.map((c, k) => {
+      const blocks = c.commit.blocks.map((ref, j) => ({ ref, bytes: state.blocks[position + j]! }));
+      position += blocks.length;
+      return {
+        index: c.index,
+        epoch: c.epoch,
+        commitBytes: c.bytes,
+        commitDigest: c.digest,
+        blocks,
+        certifierBlocks: k === commits.length - 1 ? certifiers : undefined,
+        nextCommittee: c.commit.endOfEpoch !== undefined ? nextCommittee?.committee : undefined,
+      };
+    });
+    try {
+      await this.store.apply(units);
+    } catch (e) {
+      this.fatal = new Error(
+        `cannot write commits ${seg.start}..${seg.end} to the store: ${(e as Error).message}`,
+      );
+      this.applying = false;
+      this.kick();
+      return;
+    }
+    this.segments.shift();
+    this.release(seg);
+    let blockCount = 0;
+    for (const u of units) {
+      blockCount += u.blocks.length;
+      for (const b of u.blocks) this.stats.bytesApplied += b.bytes.length;
+    }
+    this.stats.commitsApplied += units.length;
+    this.stats.blocksApplied += blockCount;
+    const m = this.config.metrics;
+    m?.commitsApplied.inc(units.length);
+    m?.blocksApplied.inc(blockCount);
+    m?.highestSynced.set(this.store.watermarks.highestSynced);
+    this.applying = false;
+    this.broadcast.notify();
+    this.pushToPeersBehind();
+    this.kick();
+  }
+
+  private pushToPeersBehind(): void {
+    const marks = this.store.watermarks;
+    const now = this.now();
+    const ref = create(CommitRefSchema, {
+      index: BigInt(marks.highestSynced),
+      digest: marks.highestSyncedDigest,
+    });
+    for (const p of this.peers.all()) {
+      if (!this.peers.isUsable(p, now) || p.highest >= marks.highestSynced) continue;
+      if (now - p.lastPushAt < this.options.pushIntervalMs) continue;
+      p.lastPushAt = now;
+      this.network.pushCommit(p.address, ref, marks.highestSynced).catch(() => {});
+    }
+  }
+
+  // ---- bookkeeping ---------------------------------------------------------------------------
+
+  private beginRequest(peer: PeerState, reserved: number): void {
+    this.requests++;
+    peer.inflight++;
+    this.reservedBytes += reserved;
+  }
+
+  private endRequest(peer: PeerState, reserved: number): void {
+    this.requests--;
+    peer.inflight--;
+    this.reservedBytes -= reserved;
+  }
+
+  private hold(seg: Segment, bytes: number): void {
+    seg.bytes += bytes;
+    this.inflightBytes += bytes;
+  }
+
+  private release(seg: Segment): void {
+    this.inflightBytes -= seg.bytes;
+    seg.bytes = 0;
+  }
+
+  private ban(peer: PeerState, code: string, reason: string, now: number): void {
+    this.peers.ban(peer, reason, now);
+    this.config.metrics?.bans.inc({ peer: peer.address, reason: code });
+    this.log.warn(
+      { peer: peer.address, code, until: new Date(peer.bannedUntil).toISOString() },
+      `banned peer ${peer.address}: ${reason}`,
+    );
+  }
+
+  private onPeerError(peer: PeerState, method: string, error: PeerError, index?: number): void {
+    const now = this.now();
+    const kind = error.kind ?? "rpc";
+    this.config.metrics?.peerErrors.inc({ peer: peer.address, kind });
+    if (kind === "cancelled" || this.controller.signal.aborted) return;
+    if (kind === "invalid_data") {
+      this.ban(peer, "invalid_data", `${method}: ${error.message}`, now);
+      return;
+    }
+    if (kind === "unavailable_range" && index !== undefined) {
+      // Honest peers never un-advertise a commit, but they may prune: ask again before judging.
+      this.suspects.set(peer.address, index);
+      peer.highest = Math.min(peer.highest, index - 1);
+      peer.lastError = `${method}: ${error.message}`;
+      this.queryHeights();
+      return;
+    }
+    this.peers.recordFailure(
+      peer,
+      `${method}: ${error.message}`,
+      now,
+      kind === "rate_limited" ? error.retryAfterMs : undefined,
+    );
+    this.log.debug({ peer: peer.address, kind, err: error.message }, "peer call failed");
+    if (kind !== "rate_limited" && peer.consecutiveFailures >= STALL_BAN_FAILURES)
+      this.ban(
+        peer,
+        "stalled",
+        `${peer.consecutiveFailures} consecutive failures, last: ${error.message}`,
+        now,
+      );
+  }
+
+  /** Peers as Admin/GetStatus reports them. */
+  peerStatuses(): PeerStatus[] {
+    const now = this.now();
+    return this.peers.all().map((p) =>
+      create(PeerStatusSchema, {
+        address: p.address,
+        highest: BigInt(p.highest),
+        lowest: BigInt(p.lowest),
+        score: (p.bytesPerSecond ?? 0) / (1 + p.inflight),
+        inFlight: p.inflight,
+        bytesPerSecond: p.bytesPerSecond ?? 0,
+        lastError: p.lastError,
+        banned: p.bannedUntil > now,
+        bannedUntilMs: BigInt(p.bannedUntil > now ? Math.round(p.bannedUntil) : 0),
+        offChain: p.offChain,
+        banCount: p.banCount,
+      }),
+    );
+  }
+}

@@ -1,0 +1,48 @@
+/** Every limit and timeout of the sync engine, with its default and unit (DESIGN.md §4). */
+export interface SyncOptions {
+  /** How often peers are asked for their heights, ms. Default 5,000. */
+  readonly peerQueryIntervalMs: number;
+  /** Commits asked for per FetchCommits (servers cap at 100). Default 100. */
+  readonly commitsPerRequest: number;
+  /** Refs per FetchBlocks request (servers reject more than 1000). Default 1000. */
+  readonly blocksPerRequest: number;
+  /** Commit batches planned ahead of the applied height. Default 32. */
+  readonly maxSegmentsAhead: number;
+  /** Requests in flight across all peers. Default 12. */
+  readonly maxConcurrentRequests: number;
+  /** Requests in flight to one peer. Default 4. */
+  readonly maxRequestsPerPeer: number;
+  /** Bytes fetched but not yet applied; bounds memory whatever the chain length. Default 128 MiB. */
+  readonly maxInflightBytes: number;
+  /** How long a peer that sent invalid data is refused, ms. Default 60,000. */
+  readonly banDurationMs: number;
+  /** First retry delay after a network error, ms; doubles per consecutive failure, with jitter. Default 250. */
+  readonly backoffBaseMs: number;
+  /** Cap of the retry delay, ms. Default 15,000. */
+  readonly backoffMaxMs: number;
+  /** Probability of trying a peer with no throughput sample over the best known one. Default 0.2. */
+  readonly explorationRate: number;
+  /** Check every committed block's signature, not just the certifier blocks'. Default false. */
+  readonly verifyBlockSignatures: boolean;
+  /** Minimum interval between PushCommit hints to one peer, ms. Default 1,000. */
+  readonly pushIntervalMs: number;
+  /** Commits a subscriber may fall behind before its iterator fails with the index to resume from. Default 1,024. */
+  readonly subscriberBufferCommits: number;
+}
+
+export const DEFAULT_SYNC_OPTIONS: SyncOptions = {
+  peerQueryIntervalMs: 5_000,
+  commitsPerRequest: 100,
+  blocksPerRequest: 1000,
+  maxSegmentsAhead: 32,
+  maxConcurrentRequests: 12,
+  maxRequestsPerPeer: 4,
+  maxInflightBytes: 128 * 1024 * 1024,
+  banDurationMs: 60_000,
+  backoffBaseMs: 250,
+  backoffMaxMs: 15_000,
+  explorationRate: 0.2,
+  verifyBlockSignatures: false,
+  pushIntervalMs: 1_000,
+  subscriberBufferCommits: 1024,
+};

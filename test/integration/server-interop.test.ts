@@ -1,0 +1,244 @@
+/**
+ * Interop: clients that share no code with dagsync talk to a real SyncServer.
+ *
+ * (a) `buf curl` (the npm @bufbuild/buf binary, Go's connect-go/grpc stack) lists every service
+ *     through server reflection and calls methods with JSON.
+ * (b) Python grpcio (Debian's python3-grpcio, /usr/bin/python3) discovers the schema through
+ *     reflection alone (test/interop/reflect_fetch.py) and fetches commits; re-serializing the
+ *     decoded commits must reproduce their canonical bytes.
+ */
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { after, before, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { parseCommit, sha256, toHex } from "../../src/core/index.js";
+import { type DevnetFixture, makeDevnet, type RunningServer, serveStoreDir } from "../helpers/server.js";
+
+const run = promisify(execFile);
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const BUF = `${ROOT}node_modules/.bin/buf`;
+const PYTHON = "/usr/bin/python3";
+const REFLECT_FETCH = `${ROOT}test/interop/reflect_fetch.py`;
+const COMMITS_PER_EPOCH = 50;
+const HIGHEST = 2 * COMMITS_PER_EPOCH;
+
+let fx: DevnetFixture;
+let srv: RunningServer;
+
+before(async () => {
+  fx = await makeDevnet({
+    epochs: 2,
+    commitsPerEpoch: COMMITS_PER_EPOCH,
+    txsPerBlock: 4,
+    txBytes: 64,
+    seed: 21,
+  });
+  srv = await serveStoreDir(fx.storePath(0));
+});
+
+after(async () => {
+  await srv?.stop();
+  await fx?.remove();
+});
+
+/** `buf curl --protocol grpc --http2-prior-knowledge ARGS`; resolves with stdout or rejects with the exit. */
+async function bufCurl(...args: string[]): Promise<string> {
+  const { stdout } = await run(BUF, ["curl", "--protocol", "grpc", "--http2-prior-knowledge", ...args], {
+    cwd: ROOT,
+    timeout: 30_000,
+  });
+  return stdout;
+}
+
+function url(method = ""): string {
+  return `${srv.baseUrl}${method === "" ? "" : `/${method}`}`;
+}
+
+/** SHA-256 hex digests of the stored commits [from, to]. */
+async function storedDigests(from: number, to: number): Promise<string[]> {
+  return (await srv.store.getCommits(from, to)).map((c) => toHex(sha256(c)));
+}
+
+describe("buf curl", () => {
+  test("--list-methods shows every StateSync method, Admin/GetStatus and Health/Check", async () => {
+    const methods = (await bufCurl("--list-methods", url())).split("\n").filter((l) => l !== "");
+    for (const m of [
+      "dagsync.v1.StateSync/GetCommitAvailability",
+      "dagsync.v1.StateSync/FetchCommits",
+      "dagsync.v1.StateSync/FetchBlocks",
+      "dagsync.v1.StateSync/PushCommit",
+      "dagsync.v1.StateSync/SubscribeCommits",
+      "dagsync.v1.Admin/GetStatus",
+      "grpc.health.v1.Health/Check",
+    ])
+      assert.ok(methods.includes(m), `${m} is not listed:\n${methods.join("\n")}`);
+    // The internal wire twins are not part of the public schema.
+    assert.ok(!methods.some((m) => m.includes("wire")), methods.join("\n"));
+  });
+
+  test("GetCommitAvailability as JSON", async () => {
+    const a = JSON.parse(await bufCurl(url("dagsync.v1.StateSync/GetCommitAvailability"))) as Record<
+      string,
+      string
+    >;
+    assert.equal(a.highestSyncedCommit, String(HIGHEST));
+    assert.equal(a.lowestAvailableCommit, "1");
+    assert.equal(a.epoch, "1");
+    assert.equal(Buffer.from(a.genesisDigest ?? "", "base64").toString("hex"), fx.summary.genesisDigest);
+    const highest = (await srv.store.getCommit(HIGHEST))!;
+    assert.equal(Buffer.from(a.highestCommitDigest ?? "", "base64").toString("hex"), toHex(sha256(highest)));
+  });
+
+  test('FetchCommits -d \'{"start":1,"end":3}\' as JSON', async () => {
+    const r = JSON.parse(
+      await bufCurl("-d", '{"start":1,"end":3}', url("dagsync.v1.StateSync/FetchCommits")),
+    ) as {
+      commits: {
+        index: string;
+        epoch?: string;
+        previousDigest: string;
+        blocks: unknown[];
+        leader: unknown;
+      }[];
+      certifierBlocks: { block: { round: number; commitVotes: { index: string }[] }; signature: string }[];
+    };
+    assert.deepEqual(
+      r.commits.map((c) => c.index),
+      ["1", "2", "3"],
+    );
+    // Commit 1 links to genesis.
+    assert.equal(
+      Buffer.from(r.commits[0]!.previousDigest, "base64").toString("hex"),
+      fx.summary.genesisDigest,
+    );
+    for (const c of r.commits) {
+      assert.ok(c.blocks.length >= 1);
+      assert.notEqual(c.leader, undefined);
+    }
+    assert.ok(r.certifierBlocks.length >= 3, "a quorum of certifier blocks");
+    for (const b of r.certifierBlocks) {
+      assert.equal(Buffer.from(b.signature, "base64").length, 64);
+      assert.ok(
+        b.block.commitVotes.some((v) => v.index === "3"),
+        "certifier blocks vote for commit 3",
+      );
+    }
+  });
+
+  test("FetchBlocks with a base64 digest from a commit, and Admin/GetStatus, as JSON", async () => {
+    const commit = parseCommit((await srv.store.getCommit(2))!);
+    const ref = commit.commit.blocks[0]!;
+    const body = JSON.stringify({
+      refs: [{ round: ref.round, author: ref.author, digest: Buffer.from(ref.digest).toString("base64") }],
+    });
+    const r = JSON.parse(await bufCurl("-d", body, url("dagsync.v1.StateSync/FetchBlocks"))) as {
+      blocks: { block: { round: number; author?: number } }[];
+    };
+    assert.equal(r.blocks.length, 1);
+    assert.equal(r.blocks[0]!.block.round, ref.round);
+    assert.equal(r.blocks[0]!.block.author ?? 0, ref.author);
+
+    const s = JSON.parse(await bufCurl(url("dagsync.v1.Admin/GetStatus"))) as Record<string, string>;
+    assert.equal(s.chainId, fx.summary.chainId);
+    assert.equal(s.highestSyncedCommit, String(HIGHEST));
+    assert.equal(s.syncState, "serving");
+  });
+
+  test("health Check says SERVING, overall and per service", async () => {
+    const overall = JSON.parse(await bufCurl(url("grpc.health.v1.Health/Check"))) as { status: string };
+    assert.equal(overall.status, "SERVING");
+    const perService = JSON.parse(
+      await bufCurl("-d", '{"service":"dagsync.v1.StateSync"}', url("grpc.health.v1.Health/Check")),
+    ) as { status: string };
+    assert.equal(perService.status, "SERVING");
+  });
+
+  test("an invalid request fails with invalid_argument and the server's message", async () => {
+    const e = await bufCurl("-d", '{"start":0,"end":3}', url("dagsync.v1.StateSync/FetchCommits")).then(
+      () => undefined,
+      (x: unknown) => x as { code?: number; stdout?: string; stderr?: string },
+    );
+    assert.ok(e !== undefined, "buf curl succeeded on start = 0");
+    assert.notEqual(e.code, 0);
+    const output = `${e.stdout ?? ""}${e.stderr ?? ""}`;
+    assert.match(output, /invalid_argument/);
+    assert.match(output, /start must be ≥ 1/);
+  });
+});
+
+describe("python grpcio through reflection only", () => {
+  let pythonGrpc: string | undefined;
+
+  before(async () => {
+    try {
+      const { stdout } = await run(
+        PYTHON,
+        ["-c", "import grpc, google.protobuf; print(grpc.__version__, google.protobuf.__version__)"],
+        { timeout: 30_000 },
+      );
+      pythonGrpc = stdout.trim();
+    } catch {
+      pythonGrpc = undefined;
+    }
+  });
+
+  interface ReflectFetchOutput {
+    reflection: string;
+    services: string[];
+    highest: number;
+    lowest: number;
+    epoch: number;
+    genesis_digest: string;
+    commits: number;
+    indices: number[];
+    commit_sha256: string[];
+    certifier_blocks: number;
+  }
+
+  /** Skips locally without python3-grpcio; under CI (which installs it) its absence is a failure. */
+  function noPython(t: { skip(message: string): void }): void {
+    const message = `${PYTHON} cannot import grpc: install python3-grpcio (apt-get install python3-grpcio)`;
+    if (process.env.CI) assert.fail(message);
+    t.skip(message);
+  }
+
+  async function reflectFetch(...args: string[]): Promise<ReflectFetchOutput> {
+    const { stdout } = await run(PYTHON, [REFLECT_FETCH, srv.address, ...args], { timeout: 60_000 });
+    return JSON.parse(stdout) as ReflectFetchOutput;
+  }
+
+  for (const version of ["v1", "v1alpha"] as const)
+    test(`reflection ${version}: GetCommitAvailability and FetchCommits(1, 5), digests match`, async (t) => {
+      if (pythonGrpc === undefined) {
+        noPython(t);
+        return;
+      }
+      t.diagnostic(`python grpcio, protobuf: ${pythonGrpc}`);
+      const out = await reflectFetch("1", "5", "--reflection", version);
+      assert.equal(out.reflection, version);
+      assert.ok(out.services.includes("dagsync.v1.StateSync"), out.services.join(", "));
+      assert.ok(out.services.includes("dagsync.v1.Admin"), out.services.join(", "));
+      assert.equal(out.highest, HIGHEST);
+      assert.equal(out.lowest, 1);
+      assert.equal(out.epoch, 1);
+      assert.equal(out.genesis_digest, fx.summary.genesisDigest);
+      assert.equal(out.commits, 5);
+      assert.deepEqual(out.indices, [1, 2, 3, 4, 5]);
+      assert.deepEqual(out.commit_sha256, await storedDigests(1, 5));
+      assert.ok(out.certifier_blocks >= 3);
+    });
+
+  test("a batch across an epoch boundary ends at the end_of_epoch commit, digests match", async (t) => {
+    if (pythonGrpc === undefined) {
+      noPython(t);
+      return;
+    }
+    const out = await reflectFetch(String(COMMITS_PER_EPOCH - 4), String(HIGHEST));
+    assert.deepEqual(
+      out.indices,
+      Array.from({ length: 5 }, (_, i) => COMMITS_PER_EPOCH - 4 + i),
+    );
+    assert.deepEqual(out.commit_sha256, await storedDigests(COMMITS_PER_EPOCH - 4, COMMITS_PER_EPOCH));
+  });
+});
