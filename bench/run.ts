@@ -3,6 +3,7 @@
  *
  *   BENCH_BLOCKS  blocks in the catch-up chain (default 100000; the RSS check also syncs half)
  *   BENCH_QUICK=1 a smaller run (20000 blocks, shorter limit measurements) for a smoke test
+ *   BENCH_ONLY    a comma-separated subset of: serving, catchup, gossip (default: all)
  *
  * Devnets are generated once and cached in bench/.cache.
  */
@@ -17,12 +18,19 @@ import { parseCommit } from "../src/core/index.js";
 import { type DevnetSummary, writeDevnet } from "../src/devnet/write.js";
 import type { BlockRef } from "../src/gen/dagsync/v1/types_pb.js";
 import { Store } from "../src/store/index.js";
+import {
+  BLOCKS_PER_SECOND_PER_NODE,
+  FLOOD_FACTOR,
+  gossipLatency,
+  MEMPOOL_QUOTA_PER_SECOND,
+} from "./gossip.js";
 import { type Limits, measureLimits } from "./limits.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const CLI = join(ROOT, "bin/dagsync.js");
 const CACHE = join(ROOT, "bench/.cache");
 const QUICK = process.env.BENCH_QUICK === "1";
+const ONLY = new Set((process.env.BENCH_ONLY ?? "serving,catchup,gossip").split(",").map((x) => x.trim()));
 const BLOCKS = Number(process.env.BENCH_BLOCKS ?? (QUICK ? 20_000 : 100_000));
 /** The devnet generator averages ≈ 4.5 committed blocks per commit with 4 validators. */
 const BLOCKS_PER_COMMIT = 4.5;
@@ -187,9 +195,18 @@ async function main(): Promise<void> {
     `  Ed25519 verify native / noble          ${f(limits.ed25519NativePerSec, 0)} / ${f(limits.ed25519NoblePerSec, 0)} per s`,
   );
 
+  if (ONLY.has("serving") || ONLY.has("catchup")) await chainBenches(limits);
+  if (ONLY.has("gossip")) await gossipBench();
+}
+
+async function chainBenches(limits: Limits): Promise<void> {
   const full = await devnet(BLOCKS);
   const half = await devnet(Math.round(BLOCKS / 2));
+  if (ONLY.has("serving")) await servingBench(limits, full);
+  if (ONLY.has("catchup")) await catchUpBench(limits, half, full);
+}
 
+async function servingBench(limits: Limits, full: DevnetSummary): Promise<void> {
   const refs = await allRefs(full.validators[0]!.store);
   const server = await serve(full.validators[0]!.store);
   const fb1 = await fetchBlocksThroughput(server.address, refs, 1);
@@ -204,7 +221,9 @@ async function main(): Promise<void> {
   console.log(
     `  16 clients   ${f(fb16)} MB/s   ratio to raw gRPC stream ${f(fb16 / limits.grpcStreamMBps, 2)}`,
   );
+}
 
+async function catchUpBench(limits: Limits, half: DevnetSummary, full: DevnetSummary): Promise<void> {
   const small = await catchUp(half);
   const big = await catchUp(full);
   console.log("\ncatch-up: a full node process syncing from 3 serving processes");
@@ -223,6 +242,25 @@ async function main(): Promise<void> {
   console.log(
     `  peak RSS half → full chain           ${f(small.maxRssMb, 0)} → ${f(big.maxRssMb, 0)} MB  (target ≤ 300 MB, flat)`,
   );
+}
+
+async function gossipBench(): Promise<void> {
+  const seconds = QUICK ? 4 : 10;
+  const quiet = await gossipLatency(seconds, false);
+  const flooded = await gossipLatency(seconds, true);
+  console.log(
+    `\nBROADCAST delivery latency, 4-node mesh, ${4 * BLOCKS_PER_SECOND_PER_NODE} signed blocks/s for ${seconds} s` +
+      ` (each node publishes ${BLOCKS_PER_SECOND_PER_NODE}/s; latency = publish → onBlock at each other node)`,
+  );
+  for (const [name, r] of [
+    ["no flood", quiet],
+    [`MEMPOOL flood ${FLOOD_FACTOR}× quota (${FLOOD_FACTOR * MEMPOOL_QUOTA_PER_SECOND} tx/s)`, flooded],
+  ] as const)
+    console.log(
+      `  ${name.padEnd(40)} p50 ${f(r.p50Ms, 2)} ms  p99 ${f(r.p99Ms, 2)} ms  max ${f(r.maxMs, 1)} ms  ` +
+        `(${r.deliveries}/${r.blocks * 3} delivered; mempool frames received ${r.mempoolReceived}, dropped ${r.mempoolDropped})`,
+    );
+  console.log(`  p99 ratio flood / no flood             ${f(flooded.p99Ms / quiet.p99Ms, 2)}`);
 }
 
 await main();
