@@ -2,23 +2,26 @@
  * The `dagsync` command. Each subcommand parses and checks its flags, then hands over to a module;
  * every failure a user can cause ends as one line naming the flag, file or peer, and exit code 1.
  */
+import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { toJsonString } from "@bufbuild/protobuf";
 import { Command, CommanderError } from "commander";
 import { PeerClient } from "../client/index.js";
 import { fromHex, toHex } from "../core/bytes.js";
+import { parseGenesis } from "../core/genesis.js";
 import { writeKeyFile } from "../crypto/key-file.js";
 import { Ed25519Signer } from "../crypto/keys.js";
 import { DEFAULT_DEVNET_OPTIONS } from "../devnet/chain.js";
 import { runDemo } from "../devnet/demo.js";
 import { writeDevnet } from "../devnet/write.js";
 import { GetStatusResponseSchema } from "../gen/dagsync/v1/admin_pb.js";
-import { exportCheckpoint } from "../node/checkpoint.js";
-import { startFullNode } from "../node/full-node.js";
+import { exportCheckpoint, readCheckpoint } from "../node/checkpoint.js";
+import { readGenesisFile, startFullNode } from "../node/full-node.js";
 import { createLogger } from "../node/logger.js";
 import { reportProgress } from "../node/progress.js";
 import { startServe, untilSignal } from "../node/serve.js";
 import { Store } from "../store/index.js";
+import { withConfig } from "./config.js";
 import { collect, hexKey, hostPort, integer, readTls, readTlsOrCa } from "./options.js";
 
 const program = new Command()
@@ -102,10 +105,10 @@ program
     },
   );
 
-program
+const serve = program
   .command("serve")
   .description("serve a validator's store over StateSync and Admin (with reflection and health)")
-  .requiredOption("--store <dir>", "store directory (e.g. a devnet's validator-0/store)")
+  .option("--store <dir>", "store directory (e.g. a devnet's validator-0/store); required")
   .option("--listen <host:port>", "sync port address", hostPort, "0.0.0.0:9100")
   .option("--metrics <host:port>", "serve Prometheus metrics on http://HOST:PORT/metrics", hostPort)
   .option(
@@ -180,19 +183,24 @@ program
     },
   );
 
-program
+const sync = program
   .command("sync")
   .description(
     "run a full node: catch up from peers (from genesis or a trusted checkpoint), verify, store, follow",
   )
-  .requiredOption("--store <dir>", "store directory (created if absent)")
-  .requiredOption("--genesis <file>", "genesis.pb of the chain")
-  .option("--peer <host:port>", "a validator's sync address (repeat for several)", collect(hostPort), [])
+  .option("--store <dir>", "store directory (created if absent); required")
+  .option("--genesis <file>", "genesis.pb of the chain; required")
+  .option(
+    "--peer <host:port>",
+    "a validator's sync address (repeat, or comma-separate, for several); required",
+    collect(hostPort),
+    [],
+  )
   .option(
     "--checkpoint <file>",
     "start a new store from this trusted checkpoint (from `dagsync checkpoint export`)",
   )
-  .option("--listen <host:port>", "also serve what this node has synced on this address")
+  .option("--listen <host:port>", "also serve what this node has synced on this address", hostPort)
   .option("--metrics <host:port>", "serve Prometheus metrics on http://HOST:PORT/metrics", hostPort)
   .option("--exit-when-synced", "exit 0 once the node holds the highest commit its peers advertise")
   .option("--verify-block-signatures", "also check every committed block's signature (default: digest only)")
@@ -226,7 +234,6 @@ program
     }) => {
       if (opts.verifier !== "native" && opts.verifier !== "noble")
         throw new Error(`--verifier ${opts.verifier}: expected native or noble`);
-      if (opts.listen !== undefined) hostPort(opts.listen);
       const log = createLogger("dagsync");
       const node = await startFullNode({
         store: opts.store,
@@ -275,6 +282,9 @@ program
     },
   );
 
+withConfig(serve, ["store"]);
+withConfig(sync, ["store", "genesis", "peer"]);
+
 const checkpoint = program.command("checkpoint").description("trusted checkpoints");
 checkpoint
   .command("export")
@@ -286,6 +296,30 @@ checkpoint
     const store = await Store.open(opts.store, { mustExist: true });
     try {
       process.stdout.write(`${JSON.stringify(await exportCheckpoint(store), null, 2)}\n`);
+    } finally {
+      await store.close();
+    }
+  });
+
+checkpoint
+  .command("import")
+  .description(
+    "start a new store from a trusted checkpoint; `dagsync sync --store DIR …` then syncs from it",
+  )
+  .requiredOption("--store <dir>", "store directory to create (must not exist yet)")
+  .requiredOption("--genesis <file>", "genesis.pb of the chain")
+  .argument("<checkpoint.json>", "a checkpoint from `dagsync checkpoint export` on a node you trust")
+  .action(async (file: string, opts: { store: string; genesis: string }) => {
+    if (await isNonEmptyDir(opts.store))
+      throw new Error(`--store ${opts.store}: already exists; a checkpoint starts a new store`);
+    const genesis = await readGenesisFile(opts.genesis);
+    const cp = await readCheckpoint(file, parseGenesis(genesis).digest);
+    const store = await Store.open(opts.store, { genesis, checkpoint: cp });
+    try {
+      console.log(
+        `initialized ${opts.store} at checkpoint ${cp.index} (next epoch ${cp.committee.epoch}); ` +
+          `run dagsync sync --store ${opts.store} --genesis ${opts.genesis} --peer …`,
+      );
     } finally {
       await store.close();
     }
@@ -348,6 +382,16 @@ program
       });
     },
   );
+
+async function isNonEmptyDir(path: string): Promise<boolean> {
+  try {
+    return (await readdir(path)).length > 0;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return false;
+    if ((e as NodeJS.ErrnoException).code === "ENOTDIR") return true;
+    throw e;
+  }
+}
 
 export async function main(argv: string[]): Promise<number> {
   try {

@@ -20,8 +20,15 @@ export function hostPort(value: string): string {
   return value.trim();
 }
 
+/** A repeatable flag; one occurrence may also carry a comma-separated list (as env variables do). */
 export function collect(parse: (v: string) => string) {
-  return (value: string, previous: string[] = []): string[] => [...previous, parse(value)];
+  return (value: string, previous: string[] = []): string[] => [
+    ...previous,
+    ...value
+      .split(",")
+      .filter((v) => v.trim() !== "")
+      .map(parse),
+  ];
 }
 
 /** A 32-byte key as 64 hex digits. */
