@@ -1,0 +1,198 @@
+/**
+ * Options of the long-running commands from a --config file and DAGSYNC_* variables (flag > env >
+ * file > default), and `dagsync checkpoint import`: the real CLI in child processes against a
+ * real `dagsync serve` process.
+ */
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { parseGenesis } from "../../src/core/genesis.js";
+import { Store } from "../../src/store/index.js";
+import { ProcGroup, startValidator } from "../helpers/e2e-process.js";
+
+const COMMITS = 40;
+const group = new ProcGroup();
+let root: string;
+let genesisFile: string;
+let genesis: Uint8Array;
+let peer: string;
+
+async function cli(args: readonly string[], env: NodeJS.ProcessEnv = {}) {
+  const proc = group.cli(`dagsync ${args[0]}`, args, env);
+  const exit = await proc.wait(60_000);
+  return { code: exit.code, stdout: proc.stdout(), stderr: proc.stderr(), output: proc.output() };
+}
+
+/** Highest and lowest commit held by the store at `path`. */
+async function marks(path: string) {
+  const store = await Store.open(path, { mustExist: true, genesis });
+  try {
+    return { highest: store.watermarks.highestSynced, lowest: store.watermarks.lowestAvailable };
+  } finally {
+    await store.close();
+  }
+}
+
+/** A one-line error naming `what`, exit code 1, no stack trace. */
+function assertCleanError(r: { code: number | null; stderr: string; output: string }, what: RegExp) {
+  assert.equal(r.code, 1, r.output);
+  assert.match(r.stderr, what, r.output);
+  assert.doesNotMatch(r.stderr, /\n\s+at /, `no stack trace\n${r.output}`);
+}
+
+before(async () => {
+  root = await mkdtemp(join(tmpdir(), "dagsync-cli-config-"));
+  const dn = join(root, "dn");
+  const made = await cli([
+    "devnet",
+    "--out",
+    dn,
+    "--epochs",
+    "2",
+    "--commits-per-epoch",
+    String(COMMITS / 2),
+    "--txs-per-block",
+    "1",
+  ]);
+  assert.equal(made.code, 0, made.output);
+  genesisFile = join(dn, "genesis.pb");
+  genesis = new Uint8Array(await readFile(genesisFile));
+  peer = (await startValidator(group, "validator-0", join(dn, "validator-0", "store"))).address;
+});
+
+after(async () => {
+  await group.stopAll();
+  await rm(root, { recursive: true, force: true });
+});
+
+describe("dagsync sync options from --config and DAGSYNC_*", () => {
+  test("a config file alone is enough to sync", async () => {
+    const store = join(root, "from-file");
+    const config = join(root, "node.json");
+    await writeFile(
+      config,
+      JSON.stringify({ store, genesis: genesisFile, peer: [peer], "exit-when-synced": true }),
+    );
+    const r = await cli(["sync", "--config", config]);
+    assert.equal(r.code, 0, r.output);
+    assert.deepEqual(await marks(store), { highest: COMMITS, lowest: 1 });
+  });
+
+  test("a flag beats a variable, which beats the file", async () => {
+    const [inFile, inEnv, inFlag] = ["store-file", "store-env", "store-flag"].map((n) => join(root, n));
+    const config = join(root, "precedence.json");
+    await writeFile(config, JSON.stringify({ store: inFile, genesis: genesisFile, peer }));
+    const env = { DAGSYNC_STORE: inEnv!, DAGSYNC_EXIT_WHEN_SYNCED: "true" };
+
+    const viaEnv = await cli(["sync", "--config", config], env);
+    assert.equal(viaEnv.code, 0, viaEnv.output);
+    assert.ok(existsSync(inEnv!), "the variable's store was used");
+    assert.ok(!existsSync(inFile!), "the file's store was not");
+
+    const viaFlag = await cli(["sync", "--config", config, "--store", inFlag!], env);
+    assert.equal(viaFlag.code, 0, viaFlag.output);
+    assert.deepEqual(await marks(inFlag!), { highest: COMMITS, lowest: 1 });
+    assert.ok(!existsSync(inFile!), "the file's store was still not used");
+  });
+
+  test("a comma-separated DAGSYNC_PEER is a list of peers", async () => {
+    const store = join(root, "env-peers");
+    const r = await cli(["sync", "--store", store, "--genesis", genesisFile, "--exit-when-synced"], {
+      DAGSYNC_PEER: `${peer},${peer}`,
+    });
+    assert.equal(r.code, 0, r.output);
+    assert.equal((await marks(store)).highest, COMMITS);
+  });
+
+  test("bad configuration is one line naming the key, variable or flag, and changes nothing", async () => {
+    const write = async (name: string, body: string) => {
+      const path = join(root, name);
+      await writeFile(path, body);
+      return path;
+    };
+    const store = join(root, "never");
+    const unknown = await write("unknown.json", JSON.stringify({ stor: store }));
+    assertCleanError(await cli(["sync", "--config", unknown]), /unknown option "stor"/);
+    const badValue = await write(
+      "bad-value.json",
+      JSON.stringify({ store, genesis: genesisFile, peer, "max-inflight-mib": 0 }),
+    );
+    assertCleanError(await cli(["sync", "--config", badValue]), /"max-inflight-mib": 0: expected an integer/);
+    const notJson = await write("not-json.json", "{ store: ");
+    assertCleanError(await cli(["sync", "--config", notJson]), /not-json\.json: not valid JSON/);
+    assertCleanError(
+      await cli(["sync", "--config", join(root, "absent.json")]),
+      /--config .*absent\.json: file not found/,
+    );
+    assertCleanError(
+      await cli(["sync", "--store", store, "--genesis", genesisFile], { DAGSYNC_PEER: "nowhere" }),
+      /DAGSYNC_PEER: nowhere: expected HOST:PORT/,
+    );
+    assertCleanError(await cli(["sync", "--store", store, "--peer", peer]), /missing --genesis/);
+    assert.ok(!existsSync(store), "no store was created by a refused configuration");
+  });
+});
+
+describe("dagsync checkpoint import", () => {
+  test("starts a new store at the checkpoint; sync continues from it; a second import is refused", async () => {
+    const exported = await cli(["checkpoint", "export", "--store", join(root, "from-file")]);
+    assert.equal(exported.code, 0, exported.output);
+    const checkpoint = join(root, "cp.json");
+    await writeFile(checkpoint, exported.stdout);
+    const cp = JSON.parse(exported.stdout) as { index: number; genesis_digest: string };
+    assert.equal(cp.index, COMMITS);
+    assert.equal(cp.genesis_digest, Buffer.from(parseGenesis(genesis).digest).toString("hex"));
+
+    const store = join(root, "imported");
+    const imported = await cli([
+      "checkpoint",
+      "import",
+      "--store",
+      store,
+      "--genesis",
+      genesisFile,
+      checkpoint,
+    ]);
+    assert.equal(imported.code, 0, imported.output);
+    assert.deepEqual(await marks(store), { highest: COMMITS, lowest: COMMITS + 1 });
+
+    const synced = await cli([
+      "sync",
+      "--store",
+      store,
+      "--genesis",
+      genesisFile,
+      "--peer",
+      peer,
+      "--exit-when-synced",
+    ]);
+    assert.equal(synced.code, 0, synced.output);
+    assert.deepEqual(await marks(store), { highest: COMMITS, lowest: COMMITS + 1 }, "no history below it");
+
+    assertCleanError(
+      await cli(["checkpoint", "import", "--store", store, "--genesis", genesisFile, checkpoint]),
+      /--store .*imported: already exists/,
+    );
+  });
+
+  test("a checkpoint of another chain or a broken file is refused and creates nothing", async () => {
+    const other = join(root, "other.json");
+    const cp = JSON.parse(await readFile(join(root, "cp.json"), "utf8")) as Record<string, unknown>;
+    await writeFile(other, JSON.stringify({ ...cp, genesis_digest: "ab".repeat(32) }));
+    const store = join(root, "not-imported");
+    assertCleanError(
+      await cli(["checkpoint", "import", "--store", store, "--genesis", genesisFile, other]),
+      /other\.json: .*genesis/,
+    );
+    const broken = join(root, "broken.json");
+    await writeFile(broken, "[]");
+    assertCleanError(
+      await cli(["checkpoint", "import", "--store", store, "--genesis", genesisFile, broken]),
+      /broken\.json/,
+    );
+    assert.ok(!existsSync(store), "nothing was created");
+  });
+});
