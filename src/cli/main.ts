@@ -5,6 +5,7 @@
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { toJsonString } from "@bufbuild/protobuf";
+import { logVerbosity, setLogVerbosity } from "@grpc/grpc-js";
 import { Command, CommanderError } from "commander";
 import { PeerClient } from "../client/index.js";
 import { fromHex, toHex } from "../core/bytes.js";
@@ -303,9 +304,7 @@ checkpoint
 
 checkpoint
   .command("import")
-  .description(
-    "start a new store from a trusted checkpoint; `dagsync sync --store DIR …` then syncs from it",
-  )
+  .description("start a new store from a trusted checkpoint; `dagsync sync --store DIR …` then syncs from it")
   .requiredOption("--store <dir>", "store directory to create (must not exist yet)")
   .requiredOption("--genesis <file>", "genesis.pb of the chain")
   .argument("<checkpoint.json>", "a checkpoint from `dagsync checkpoint export` on a node you trust")
@@ -394,6 +393,11 @@ async function isNonEmptyDir(path: string): Promise<boolean> {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  // grpc-js writes its own errors to stderr, e.g. "E No address added out of total 1 resolved" on
+  // top of our one-line "cannot listen on …: the port is already in use". Its log stays available
+  // with GRPC_VERBOSITY (or GRPC_NODE_VERBOSITY) or DAGSYNC_DEBUG.
+  if (!process.env.GRPC_VERBOSITY && !process.env.GRPC_NODE_VERBOSITY && !process.env.DAGSYNC_DEBUG)
+    setLogVerbosity(logVerbosity.NONE);
   try {
     await program.parseAsync(argv);
     return 0;

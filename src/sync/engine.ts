@@ -27,6 +27,7 @@
  * used. Hostile peers cannot make us store anything that did not verify, and cannot stop us while
  * one honest peer remains.
  */
+
 import { setMaxListeners } from "node:events";
 import { create } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
@@ -48,6 +49,7 @@ import { PeerStatusSchema } from "../gen/dagsync/v1/admin_pb.js";
 import { type BlockRef, CommitRefSchema } from "../gen/dagsync/v1/types_pb.js";
 import type { ApplyUnit, Store } from "../store/index.js";
 import { SubDagBroadcast } from "./broadcast.js";
+import { SyncError } from "./errors.js";
 import type { SyncMetrics } from "./metrics.js";
 import type { SyncNetwork } from "./network.js";
 import { DEFAULT_SYNC_OPTIONS, type SyncOptions } from "./options.js";
@@ -157,7 +159,7 @@ export class SyncEngine {
   private heightsTimer: NodeJS.Timeout | undefined;
   private heightRounds = 0;
   private phase: SyncPhase = "starting";
-  private fatal: Error | undefined;
+  private fatal: SyncError | undefined;
   private readonly suspects = new Map<string, number>();
   private readonly checkpointDisagreements = new Set<string>();
   private readonly stats = { commitsApplied: 0, blocksApplied: 0, bytesApplied: 0 };
@@ -192,7 +194,8 @@ export class SyncEngine {
   async run(untilSynced = false): Promise<void> {
     const marks = this.store.watermarks;
     const committee = await this.store.getCommittee(marks.epoch);
-    if (committee === undefined) throw new Error(`store has no committee for epoch ${marks.epoch}`);
+    if (committee === undefined)
+      throw new SyncError("no_committee", `store has no committee for epoch ${marks.epoch}`);
     this.committees.set(marks.epoch, committee);
     this.phase = "syncing";
     this.queryHeights();
@@ -200,7 +203,11 @@ export class SyncEngine {
     try {
       while (!this.controller.signal.aborted) {
         this.step();
-        if (this.fatal !== undefined) throw this.fatal;
+        if (this.fatal !== undefined) {
+          // Nothing more will be applied: cancel the requests in flight rather than let them run on.
+          this.controller.abort();
+          throw this.fatal;
+        }
         const synced = this.isSynced();
         if (synced && this.phase !== "synced")
           this.log.info({ highest: this.store.watermarks.highestSynced }, "synced");
@@ -413,7 +420,8 @@ export class SyncEngine {
       this.checkpointDisagreements.add(address);
       const onChain = this.peers.all().filter((p) => p.known && !p.offChain).length;
       if (this.checkpointDisagreements.size >= onChain)
-        this.fatal = new Error(
+        this.fatal = new SyncError(
+          "checkpoint_mismatch",
           `the trusted checkpoint (commit ${prev.index}, digest ${toHex(prev.digest).slice(0, 16)}…) does not match what peers serve: ` +
             `commit ${seg.start} from ${[...this.checkpointDisagreements].join(", ")} links to another digest. Check --checkpoint and --genesis.`,
         );
@@ -438,7 +446,8 @@ export class SyncEngine {
         nextCommittee = nextCommitteeFrom(last, committee);
         this.committees.set(nextCommittee.epoch, nextCommittee);
       } catch (e) {
-        this.fatal = new Error(
+        this.fatal = new SyncError(
+          "bad_next_committee",
           `commit ${last.index} is certified but its next committee is unusable: ${(e as Error).message}`,
         );
         return;
@@ -606,7 +615,8 @@ export class SyncEngine {
     try {
       await this.store.apply(units);
     } catch (e) {
-      this.fatal = new Error(
+      this.fatal = new SyncError(
+        "store_write",
         `cannot write commits ${seg.start}..${seg.end} to the store: ${(e as Error).message}`,
       );
       this.applying = false;

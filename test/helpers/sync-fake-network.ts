@@ -3,12 +3,16 @@
  * the way a real SyncServer does, with per-peer knobs to misbehave.
  *
  * Honest serving (src/server/state-sync.ts):
- * - GetCommitAvailability: `{highest, lowest: 1, epoch, genesisDigest, highestDigest}`.
+ * - GetCommitAvailability: `{highest, lowest, epoch, genesisDigest, highestDigest}`.
  * - FetchCommits: from `start`, at most `maxCommitsPerFetch` commits, truncated at the end of
  *   start's epoch and at the peer's height; the certifier blocks are those of the last returned
- *   commit. A start beyond the peer's height is OUT_OF_RANGE (`unavailable_range`).
- * - FetchBlocks: the blocks for the refs in order (NOT_FOUND when the peer lacks one), at most
- *   `blocksPerResponse` of them (a prefix; the client asks again for the rest).
+ *   commit. A start beyond the peer's height or below its lowest (pruned) is OUT_OF_RANGE
+ *   (`unavailable_range`).
+ * - FetchBlocks: the blocks for the refs in order (NOT_FOUND when the peer lacks one, or pruned
+ *   it), at most `blocksPerResponse` of them (a prefix; the client asks again for the rest).
+ *
+ * Byzantine peers beyond the simple knobs use `rewriteCommits`, which gets the honest response
+ * and the generated commits it holds, and returns what the peer sends instead.
  *
  * Deadlines: the production network (PeerClient) puts a deadline on every call; the engine relies
  * on it. The fake models that with `deadlineMs`: a stalled call fails with a `deadline` PeerError
@@ -27,6 +31,8 @@ export type FakeMethod = "availability" | "commits" | "blocks";
 export interface FakePeerBehaviour {
   /** Highest commit the peer holds and serves (default: the whole chain). */
   height?: number;
+  /** Lowest commit the peer still holds: it pruned everything below (default 1). */
+  lowest?: number;
   /** Height it advertises in GetCommitAvailability, if it lies (default: `height`). */
   advertisedHeight?: number;
   /** Genesis digest it advertises (default: the chain's). */
@@ -53,6 +59,14 @@ export interface FakePeerBehaviour {
   maxCommitsPerFetch?: number;
   /** Delay before each answer, ms (default 0: next macrotask). */
   latencyMs?: number;
+  /** Replaces every FetchCommits response (after the knobs above) with what this returns. */
+  rewriteCommits?: (response: CommitsPayload, served: readonly GeneratedCommit[]) => CommitsPayload;
+}
+
+/** The two lists of a FetchCommits response. */
+export interface CommitsPayload {
+  readonly commits: Uint8Array[];
+  readonly certifierBlocks: Uint8Array[];
 }
 
 export interface FakeCall {
@@ -177,7 +191,7 @@ export class FakeSyncNetwork implements SyncNetwork {
         const top = this.commits[height - 1];
         return {
           highest: b.advertisedHeight ?? height,
-          lowest: 1,
+          lowest: b.lowest ?? 1,
           epoch: top === undefined ? 0 : top.nextCommittee !== undefined ? top.epoch + 1 : top.epoch,
           genesisDigest: b.genesisDigest ?? this.genesisDigest,
           highestDigest: top?.commitDigest ?? this.genesisDigest,
@@ -195,7 +209,7 @@ export class FakeSyncNetwork implements SyncNetwork {
         if (start < 1 || start > end)
           throw new PeerError("rpc", peer, `FetchCommits: invalid range ${start}..${end} (INVALID_ARGUMENT)`);
         const height = this.height(b);
-        if (start > height)
+        if (start > height || start < (b.lowest ?? 1))
           throw new PeerError("unavailable_range", peer, `FetchCommits: commit ${start} is not available`);
         const first = this.commits[start - 1]!;
         let last = Math.min(end, start + (b.maxCommitsPerFetch ?? 100) - 1, height);
@@ -210,6 +224,8 @@ export class FakeSyncNetwork implements SyncNetwork {
         if (b.flipCertifierSignature === true && certifierBlocks.length > 0)
           // A WireSignedBlock ends with its 64-byte signature field.
           certifierBlocks[0] = flipByte(certifierBlocks[0]!, certifierBlocks[0]!.length - 10);
+        if (b.rewriteCommits !== undefined)
+          ({ commits, certifierBlocks } = b.rewriteCommits({ commits, certifierBlocks }, chosen));
         let bytes = 0;
         for (const x of [...commits, ...certifierBlocks]) bytes += x.length;
         return { commits, certifierBlocks, bytes };
@@ -229,7 +245,7 @@ export class FakeSyncNetwork implements SyncNetwork {
         let blocks: Uint8Array[] = [];
         for (const ref of refs) {
           const found = this.blocks.get(toHex(ref.digest));
-          if (found === undefined || found.commitIndex > height)
+          if (found === undefined || found.commitIndex > height || found.commitIndex < (b.lowest ?? 1))
             throw new PeerError(
               "unavailable_range",
               peer,

@@ -1,18 +1,21 @@
 /**
  * Shared pieces of the sync engine tests: the in-memory devnet chain, a real LevelDB store in a
- * temporary directory, an engine with small limits, timeout guards, and a check that a store
- * holds exactly the chain.
+ * temporary directory (from genesis or a trusted checkpoint), an engine with small limits, timeout
+ * guards, and checks that a store holds exactly a run of the chain and nothing else.
  */
 import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { toBinary } from "@bufbuild/protobuf";
+import { Level } from "level";
 import { sha256, toHex } from "../../src/core/index.js";
 import { NativeVerifier } from "../../src/crypto/index.js";
 import { DevnetChain, type GeneratedCommit } from "../../src/devnet/chain.js";
+import { type Committee, CommitteeSchema } from "../../src/gen/dagsync/v1/types_pb.js";
 import { silentLogger } from "../../src/node/logger.js";
-import { Store } from "../../src/store/index.js";
-import { SyncEngine } from "../../src/sync/engine.js";
+import { Store, type TrustedCheckpoint } from "../../src/store/index.js";
+import { SyncEngine, type SyncEngineConfig } from "../../src/sync/engine.js";
 import type { SyncNetwork } from "../../src/sync/network.js";
 import type { SyncOptions } from "../../src/sync/options.js";
 
@@ -46,10 +49,13 @@ export interface TempStore {
   cleanup(): Promise<void>;
 }
 
-/** An empty store of the chain's genesis in a fresh temporary directory. */
-export async function tempStore(chain: DevnetChain): Promise<TempStore> {
+/**
+ * An empty store of the chain's genesis in a fresh temporary directory, starting from genesis or
+ * from a trusted checkpoint.
+ */
+export async function tempStore(chain: DevnetChain, checkpoint?: TrustedCheckpoint): Promise<TempStore> {
   const dir = await mkdtemp(join(tmpdir(), "dagsync-sync-"));
-  const store = await Store.open(join(dir, "store"), { genesis: chain.genesis.bytes });
+  const store = await Store.open(join(dir, "store"), { genesis: chain.genesis.bytes, checkpoint });
   return {
     store,
     dir,
@@ -75,6 +81,7 @@ export function makeEngine(
   peers: readonly string[],
   options: Partial<SyncOptions> = {},
   random?: () => number,
+  extra: Partial<Pick<SyncEngineConfig, "metrics" | "nearTipBlocks" | "now">> = {},
 ): SyncEngine {
   return new SyncEngine({
     store,
@@ -84,6 +91,7 @@ export function makeEngine(
     log: silentLogger(),
     options: { ...SMALL_OPTIONS, ...options },
     random,
+    ...extra,
   });
 }
 
@@ -128,20 +136,38 @@ export function assertBytes(actual: Uint8Array | undefined, expected: Uint8Array
 }
 
 /**
- * The store holds exactly `commits` (byte-identical commits with their digests, every block,
- * certifiers of the last commit, each epoch's next committee) and its watermarks are at the last.
+ * Same committee, compared by canonical encoding: a committee read back from LevelDB holds Buffers
+ * where a generated one holds Uint8Arrays, which deepStrictEqual tells apart.
+ */
+export function assertSameCommittee(actual: Committee | undefined, expected: Committee, what: string): void {
+  assert.ok(actual !== undefined, `${what}: missing`);
+  assertBytes(toBinary(CommitteeSchema, actual), toBinary(CommitteeSchema, expected), what);
+}
+
+/**
+ * The store holds exactly `commits`, a contiguous run of the chain (from 1, or from just after a
+ * checkpoint): byte-identical commits with their digests, every block, each epoch's end and next
+ * committee, watermarks at the last, and nothing stored below the first. Certifier blocks are
+ * stored for the last commit, and wherever stored they are genuine ones of that commit. Returns
+ * the number of commits with stored certifier blocks.
  */
 export async function assertStoreHoldsChain(
   store: Store,
   commits: readonly GeneratedCommit[],
-): Promise<void> {
+): Promise<number> {
+  const first = commits[0]!;
   const last = commits.at(-1)!;
   assert.equal(store.watermarks.highestSynced, last.index, "highestSynced");
   assertBytes(store.watermarks.highestSyncedDigest, last.commitDigest, "highestSyncedDigest");
-  const stored = await store.getCommits(1, last.index);
+  assert.equal(store.watermarks.lowestAvailable, first.index, "lowestAvailable");
+  if (first.index > 1)
+    assert.equal(await store.getCommit(first.index - 1), undefined, "a commit below the run");
+  assert.equal(await store.getCommit(last.index + 1), undefined, "a commit above the run");
+  const stored = await store.getCommits(first.index, last.index);
   assert.equal(stored.length, commits.length, "stored commit count");
+  let certified = 0;
   for (const c of commits) {
-    const bytes = stored[c.index - 1]!;
+    const bytes = stored[c.index - first.index]!;
     assertBytes(bytes, c.commitBytes, `commit ${c.index} bytes`);
     assertBytes(sha256(bytes), c.commitDigest, `commit ${c.index} digest`);
     const blocks = await store.getBlocks(c.blocks.map((b) => b.ref));
@@ -151,8 +177,69 @@ export async function assertStoreHoldsChain(
       assert.equal(await store.epochEnd(c.epoch), c.index, `end of epoch ${c.epoch}`);
       const committee = await store.getCommittee(c.epoch + 1);
       assert.ok(committee !== undefined, `committee of epoch ${c.epoch + 1}`);
-      assert.deepEqual(committee.committee, c.nextCommittee, `committee of epoch ${c.epoch + 1}`);
+      assertSameCommittee(committee.committee, c.nextCommittee, `committee of epoch ${c.epoch + 1}`);
+    }
+    const certifiers = await store.getCertifiers(c.index);
+    if (certifiers !== undefined) {
+      certified++;
+      assert.ok(certifiers.length > 0, `commit ${c.index}: an empty certifier entry`);
+      const genuine = new Set(c.certifierBlocks.map(toHex));
+      for (const b of certifiers)
+        assert.ok(genuine.has(toHex(b)), `commit ${c.index}: a stored certifier block is not a genuine one`);
     }
   }
   assert.ok((await store.getCertifiers(last.index)) !== undefined, "certifiers of the last commit");
+  return certified;
+}
+
+/** Entries per table (sublevel) of a closed store, read with LevelDB directly. */
+export async function rawTableCounts(path: string): Promise<Record<string, number>> {
+  const db = new Level<Uint8Array, Uint8Array>(path, {
+    keyEncoding: "view",
+    valueEncoding: "view",
+    createIfMissing: false,
+  });
+  await db.open();
+  const counts: Record<string, number> = {};
+  try {
+    for await (const key of db.keys()) {
+      // A sublevel's keys are "!name!" || key.
+      const end = key.indexOf(0x21, 1);
+      const name = key[0] === 0x21 && end > 0 ? Buffer.from(key.subarray(1, end)).toString() : "(root)";
+      counts[name] = (counts[name] ?? 0) + 1;
+    }
+  } finally {
+    await db.close();
+  }
+  return counts;
+}
+
+/**
+ * The store holds exactly `commits` (assertStoreHoldsChain) and nothing else: it is closed (so it
+ * must not be used afterwards), then
+ * every table is counted. `committeeEpochs` is the number of committees it must hold (the start
+ * epoch's and one per ended epoch).
+ */
+export async function assertStoreExact(
+  store: Store,
+  commits: readonly GeneratedCommit[],
+  committeeEpochs: number,
+): Promise<void> {
+  const certified = await assertStoreHoldsChain(store, commits);
+  await store.close();
+  const counts = await rawTableCounts(store.path);
+  const blocks = commits.reduce((n, c) => n + c.blocks.length, 0);
+  const ends = commits.filter((c) => c.nextCommittee !== undefined).length;
+  assert.deepEqual(
+    counts,
+    {
+      commits: commits.length,
+      blocks,
+      certifiers: certified,
+      committees: committeeEpochs,
+      ...(ends > 0 ? { epoch_ends: ends } : {}),
+      meta: 2,
+    },
+    "table sizes: exactly the chain, nothing else",
+  );
 }

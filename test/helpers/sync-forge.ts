@@ -1,0 +1,65 @@
+/**
+ * Forgeries for the sync engine's fault tests, made with the devnet's real validator keys (what a
+ * colluding quorum, or a thief of old keys, could produce): certifier blocks of any epoch voting
+ * for any commit, and certified forks of a batch whose only flaw is where they link.
+ */
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { blockSigningMessage, sha256 } from "../../src/core/index.js";
+import type { DevnetChain, GeneratedCommit } from "../../src/devnet/chain.js";
+import { BlockSchema, CommitRefSchema, CommitSchema } from "../../src/gen/dagsync/v1/types_pb.js";
+import { WireSignedBlockSchema } from "../../src/gen/dagsync/wire/v1/wire_pb.js";
+import type { CommitsPayload } from "./sync-fake-network.js";
+
+/**
+ * Certifier blocks by every member of `keysEpoch`'s committee, claiming block epoch `blockEpoch`,
+ * each voting for the given commit (index, digest). Round 1,000,000 never collides with a real one.
+ */
+export function forgeCertifiers(
+  chain: DevnetChain,
+  vote: { readonly index: number; readonly digest: Uint8Array },
+  keysEpoch: number,
+  blockEpoch: number = keysEpoch,
+): Uint8Array[] {
+  const keys = chain.keysByEpoch.get(keysEpoch);
+  if (keys === undefined) throw new Error(`the devnet has no keys for epoch ${keysEpoch}`);
+  return keys.map((k, author) => {
+    const blockBytes = toBinary(
+      BlockSchema,
+      create(BlockSchema, {
+        epoch: BigInt(blockEpoch),
+        round: 1_000_000,
+        author,
+        timestampMs: 1n,
+        commitVotes: [create(CommitRefSchema, { index: BigInt(vote.index), digest: vote.digest })],
+      }),
+    );
+    const signature = k.protocol.sign(blockSigningMessage(chain.chainId, blockBytes));
+    return toBinary(WireSignedBlockSchema, create(WireSignedBlockSchema, { block: blockBytes, signature }));
+  });
+}
+
+/**
+ * A fork of `served` that differs from it only in the first commit's previous_digest (`linkTo`):
+ * every later commit is re-linked to its forked predecessor, and the last is certified by the
+ * whole committee of the batch's epoch. Everything checks except the link to the real history.
+ */
+export function certifiedFork(
+  chain: DevnetChain,
+  served: readonly GeneratedCommit[],
+  linkTo: Uint8Array,
+): CommitsPayload {
+  let previous = linkTo;
+  const commits: Uint8Array[] = [];
+  for (const c of served) {
+    const commit = fromBinary(CommitSchema, c.commitBytes);
+    commit.previousDigest = previous;
+    const bytes = toBinary(CommitSchema, commit);
+    commits.push(bytes);
+    previous = sha256(bytes);
+  }
+  const last = served.at(-1)!;
+  return {
+    commits,
+    certifierBlocks: forgeCertifiers(chain, { index: last.index, digest: previous }, last.epoch),
+  };
+}
