@@ -293,10 +293,11 @@ checkpoint
     "print a checkpoint (JSON) of a store's highest synced commit, for `dagsync sync --checkpoint`",
   )
   .requiredOption("--store <dir>", "store of a node you trust (not in use by a running process)")
-  .action(async (opts: { store: string }) => {
+  .option("--index <n>", "the commit to export (default: the highest synced)", integer(1))
+  .action(async (opts: { store: string; index?: number }) => {
     const store = await Store.open(opts.store, { mustExist: true });
     try {
-      process.stdout.write(`${JSON.stringify(await exportCheckpoint(store), null, 2)}\n`);
+      process.stdout.write(`${JSON.stringify(await exportCheckpoint(store, opts.index), null, 2)}\n`);
     } finally {
       await store.close();
     }

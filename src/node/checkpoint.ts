@@ -9,7 +9,7 @@
  */
 import { readFile } from "node:fs/promises";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
-import { bytesEqual, CommitteeView, fromHex, shortHex, toHex } from "../core/index.js";
+import { bytesEqual, CommitteeView, fromHex, sha256, shortHex, toHex } from "../core/index.js";
 import { CommitteeSchema } from "../gen/dagsync/v1/types_pb.js";
 import type { Store, TrustedCheckpoint } from "../store/index.js";
 
@@ -26,19 +26,34 @@ export class CheckpointError extends Error {
   override readonly name = "CheckpointError";
 }
 
-export async function exportCheckpoint(store: Store): Promise<CheckpointFile> {
+/**
+ * The checkpoint at commit `index` (default: the highest synced). Any stored commit will do; one
+ * that ends an epoch makes the smallest checkpoint to reason about, since the committee that
+ * follows it is the one its end_of_epoch names.
+ */
+export async function exportCheckpoint(store: Store, index?: number): Promise<CheckpointFile> {
   const marks = store.watermarks;
   if (marks.highestSynced === 0)
     throw new CheckpointError(`store ${store.path} holds no commits yet: nothing to export`);
-  const committee = await store.getCommittee(marks.epoch);
+  const at = index ?? marks.highestSynced;
+  if (at < marks.lowestAvailable || at > marks.highestSynced)
+    throw new CheckpointError(
+      `--index ${at}: store ${store.path} holds commits ${marks.lowestAvailable}..${marks.highestSynced}`,
+    );
+  const bytes = at === marks.highestSynced ? undefined : await store.getCommit(at);
+  if (at !== marks.highestSynced && bytes === undefined)
+    throw new CheckpointError(`store ${store.path} is missing commit ${at}`);
+  const bounds = store.epochBoundsOf(at);
+  const epoch = bounds.end === at ? bounds.epoch + 1 : bounds.epoch;
+  const committee = await store.getCommittee(epoch);
   if (committee === undefined)
-    throw new CheckpointError(`store ${store.path} has no committee for epoch ${marks.epoch}`);
+    throw new CheckpointError(`store ${store.path} has no committee for epoch ${epoch}`);
   return {
     chain_id: store.genesis.genesis.chainId,
     genesis_digest: toHex(store.genesis.digest),
-    index: marks.highestSynced,
-    digest: toHex(marks.highestSyncedDigest),
-    epoch: marks.epoch,
+    index: at,
+    digest: toHex(bytes === undefined ? marks.highestSyncedDigest : sha256(bytes)),
+    epoch,
     committee: Buffer.from(toBinary(CommitteeSchema, committee.committee)).toString("base64"),
   };
 }

@@ -18,7 +18,11 @@ export async function startGossipServer(
   tls?: TlsFiles | undefined,
 ): Promise<{ port: number; stop: () => Promise<void> }> {
   const server = new Server({
-    "grpc.max_receive_message_length": gossip.options.maxFrameBytes,
+    // grpc-js ends a call whose message exceeds this limit by itself and only tells the handler
+    // "cancelled", so GossipNode could never block the sender of an oversized frame. Headroom
+    // lets frames up to twice the limit reach GossipNode, which blocks the sender (DESIGN.md §5);
+    // anything bigger is still cut off by grpc-js (RESOURCE_EXHAUSTED, disconnected, unblocked).
+    "grpc.max_receive_message_length": 2 * gossip.options.maxFrameBytes,
     "grpc.max_send_message_length": gossip.options.maxFrameBytes,
     "grpc.keepalive_time_ms": 15_000,
     "grpc.keepalive_permit_without_calls": 1,

@@ -9,6 +9,7 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { sha256 } from "../../src/core/digest.js";
 import { parseGenesis } from "../../src/core/genesis.js";
 import { Store } from "../../src/store/index.js";
 import { ProcGroup, startValidator } from "../helpers/e2e-process.js";
@@ -175,6 +176,60 @@ describe("dagsync checkpoint import", () => {
     assertCleanError(
       await cli(["checkpoint", "import", "--store", store, "--genesis", genesisFile, checkpoint]),
       /--store .*imported: already exists/,
+    );
+  });
+
+  for (const [what, index, epoch] of [
+    ["the end of epoch 0", COMMITS / 2, 1],
+    ["the middle of epoch 1", COMMITS / 2 + 7, 1],
+    ["the middle of epoch 0", 5, 0],
+  ] as const)
+    test(`export --index at ${what}: import, then sync fetches only what follows`, async () => {
+      const exported = await cli([
+        "checkpoint",
+        "export",
+        "--store",
+        join(root, "from-file"),
+        "--index",
+        String(index),
+      ]);
+      assert.equal(exported.code, 0, exported.output);
+      const cp = JSON.parse(exported.stdout) as { index: number; digest: string; epoch: number };
+      assert.equal(cp.index, index);
+      assert.equal(cp.epoch, epoch, "the epoch of the commit after the checkpoint");
+      const source = await Store.open(join(root, "from-file"), { mustExist: true, genesis });
+      try {
+        const next = await source.getCommit(index + 1);
+        assert.ok(next !== undefined);
+        // The exported digest is SHA-256 of the stored commit bytes (sync checks the link to it).
+        const bytes = await source.getCommit(index);
+        assert.equal(cp.digest, Buffer.from(sha256(bytes!)).toString("hex"));
+      } finally {
+        await source.close();
+      }
+      const file = join(root, `cp-${index}.json`);
+      await writeFile(file, exported.stdout);
+      const store = join(root, `imported-${index}`);
+      const imported = await cli(["checkpoint", "import", "--store", store, "--genesis", genesisFile, file]);
+      assert.equal(imported.code, 0, imported.output);
+      const synced = await cli([
+        "sync",
+        "--store",
+        store,
+        "--genesis",
+        genesisFile,
+        "--peer",
+        peer,
+        "--exit-when-synced",
+      ]);
+      assert.equal(synced.code, 0, synced.output);
+      assert.deepEqual(await marks(store), { highest: COMMITS, lowest: index + 1 });
+    });
+
+  test("export --index outside the store is refused", async () => {
+    assertCleanError(
+      await cli(["checkpoint", "export", "--store", join(root, "from-file"), "--index", String(COMMITS + 1)]),
+      /--index 41: store .* holds commits 1\.\.40/,
     );
   });
 
