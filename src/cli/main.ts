@@ -326,6 +326,24 @@ checkpoint
   });
 
 program
+  .command("prune")
+  .description("delete commits, their blocks and certifiers below a commit (a stopped node's store)")
+  .requiredOption("--store <dir>", "store directory (not in use by a running process)")
+  .requiredOption("--keep-from <n>", "the lowest commit to keep (never above the highest synced)", integer(1))
+  .action(async (opts: { store: string; keepFrom: number }) => {
+    const store = await Store.open(opts.store, { mustExist: true });
+    try {
+      const pruned = await store.prune(opts.keepFrom);
+      const m = store.watermarks;
+      console.log(
+        `pruned ${pruned} commits; ${opts.store} now holds ${m.lowestAvailable}..${m.highestSynced}`,
+      );
+    } finally {
+      await store.close();
+    }
+  });
+
+program
   .command("status")
   .description("print a node's Admin/GetStatus")
   .argument("<host:port>", "the node's sync address")

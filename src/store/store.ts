@@ -379,30 +379,36 @@ export class Store {
 
   /**
    * Deletes commits below `keepFrom` with their blocks and certifiers, and moves the lowest
-   * available watermark, in one batch. Never prunes the highest synced commit.
+   * available watermark. Never prunes the highest synced commit. Works in batches of
+   * `commitsPerBatch` commits, each atomic with its watermark move, so that memory is bounded
+   * whatever the length of the history pruned and a crash leaves a consistent store.
    */
-  async prune(keepFrom: number): Promise<number> {
+  async prune(keepFrom: number, commitsPerBatch = 1024): Promise<number> {
     const target = Math.min(keepFrom, this.marks.highestSynced);
-    if (target <= this.marks.lowestAvailable) return 0;
-    const ops: BatchOp[] = [];
-    const commits = await this.getCommits(this.marks.lowestAvailable, target - 1);
-    for (const bytes of commits) {
-      const entry = parseCommit(bytes);
-      ops.push({ type: "del", sublevel: this.tables.commits, key: indexKey(entry.index) });
-      ops.push({ type: "del", sublevel: this.tables.certifiers, key: indexKey(entry.index) });
-      for (const ref of entry.commit.blocks)
-        ops.push({ type: "del", sublevel: this.tables.blocks, key: blockKey(ref) });
+    let pruned = 0;
+    while (this.marks.lowestAvailable < target) {
+      const from = this.marks.lowestAvailable;
+      const to = Math.min(target - 1, from + commitsPerBatch - 1);
+      const ops: BatchOp[] = [];
+      for (const bytes of await this.getCommits(from, to)) {
+        const entry = parseCommit(bytes);
+        ops.push({ type: "del", sublevel: this.tables.commits, key: indexKey(entry.index) });
+        ops.push({ type: "del", sublevel: this.tables.certifiers, key: indexKey(entry.index) });
+        for (const ref of entry.commit.blocks)
+          ops.push({ type: "del", sublevel: this.tables.blocks, key: blockKey(ref) });
+        pruned++;
+      }
+      const marks = { ...this.marks, lowestAvailable: to + 1 };
+      ops.push({
+        type: "put",
+        sublevel: this.tables.meta,
+        key: utf8.encode(META.watermarks),
+        value: encodeWatermarks(marks),
+      });
+      await this.db.batch(ops);
+      this.marks = marks;
     }
-    const marks = { ...this.marks, lowestAvailable: target };
-    ops.push({
-      type: "put",
-      sublevel: this.tables.meta,
-      key: utf8.encode(META.watermarks),
-      value: encodeWatermarks(marks),
-    });
-    await this.db.batch(ops);
-    this.marks = marks;
-    return commits.length;
+    return pruned;
   }
 
   async close(): Promise<void> {

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -249,5 +249,26 @@ describe("dagsync checkpoint import", () => {
       /broken\.json/,
     );
     assert.ok(!existsSync(store), "nothing was created");
+  });
+});
+
+describe("dagsync prune", () => {
+  test("deletes history below --keep-from in a stopped node's store; a store in use is refused", async () => {
+    const store = join(root, "to-prune");
+    await cp(join(root, "from-file"), store, { recursive: true });
+    const r = await cli(["prune", "--store", store, "--keep-from", "25"]);
+    assert.equal(r.code, 0, r.output);
+    assert.match(r.stdout, /pruned 24 commits; .* now holds 25\.\.40/);
+    assert.deepEqual(await marks(store), { highest: COMMITS, lowest: 25 });
+    const s = await Store.open(store, { mustExist: true, genesis });
+    try {
+      assert.equal(await s.getCommit(24), undefined);
+      assert.ok((await s.getCommit(25)) !== undefined);
+    } finally {
+      await s.close();
+    }
+    const held = join(root, "dn", "validator-0", "store");
+    assertCleanError(await cli(["prune", "--store", held, "--keep-from", "5"]), /in use by another process/);
+    assertCleanError(await cli(["prune", "--store", store, "--keep-from", "0"]), /--keep-from/);
   });
 });
