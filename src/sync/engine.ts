@@ -306,6 +306,7 @@ export class SyncEngine {
     const target = this.peers.target(now);
     this.config.metrics?.target.set(target);
     this.config.metrics?.bannedPeers.set(this.peers.all().filter((p) => p.bannedUntil > now).length);
+    this.config.metrics?.offChainPeers.set(this.peers.all().filter((p) => p.offChain).length);
 
     // Plan: extend the segment list up to the target, drop idle ones beyond it.
     while (this.segments.length > 0) {

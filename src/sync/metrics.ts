@@ -13,6 +13,7 @@ export class SyncMetrics {
   readonly bans: Counter<"peer" | "reason">;
   readonly inflightBytes: Gauge;
   readonly bannedPeers: Gauge;
+  readonly offChainPeers: Gauge;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -72,5 +73,10 @@ export class SyncMetrics {
       registers,
     });
     this.bannedPeers = new Gauge({ name: "dagsync_banned_peers", help: "Peers currently banned", registers });
+    this.offChainPeers = new Gauge({
+      name: "dagsync_off_chain_peers",
+      help: "Peers serving another genesis (never used)",
+      registers,
+    });
   }
 }

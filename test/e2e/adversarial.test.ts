@@ -346,6 +346,11 @@ describe("a full node among hostile peers", () => {
       assert.equal(metricSum(text, "dagsync_highest_synced_commit"), COMMITS);
       assert.equal(metricSum(text, "dagsync_commits_applied_total"), COMMITS);
       assert.equal(metricSum(text, "dagsync_banned_peers"), culprits.length);
+      assert.equal(
+        metricSum(text, "dagsync_off_chain_peers"),
+        1,
+        "the other-genesis peer is counted off-chain",
+      );
       for (const c of culprits) {
         const reasons = metricLabels(text, "dagsync_peer_bans_total", "reason", {
           peer: c.adversary.address,
