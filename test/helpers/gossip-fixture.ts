@@ -126,6 +126,19 @@ export async function waitFor(check: () => boolean, what: string, timeoutMs = 5_
   }
 }
 
+/** Like waitFor, for an async check (a metric read). */
+export async function waitForAsync(
+  check: () => Promise<boolean>,
+  what: string,
+  timeoutMs = 5_000,
+): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!(await check())) {
+    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }

@@ -158,13 +158,14 @@ export interface HandshakeResult {
 
 /**
  * Runs the dialer's side: sends `hello`, reads the listener's Hello and auth, and answers with
- * the dialer's transcript signature (or `signature` when given, to send a bad one).
+ * the dialer's transcript signature (or `signature` when given, to send a bad one or one built
+ * from other bytes; it gets T("dialer") as src/gossip computes it and the listener's Hello).
  */
 export async function dialerHandshake(
   stream: RawGossipStream,
   key: Ed25519Signer,
   hello: HelloFields,
-  signature?: (t: Uint8Array) => Uint8Array,
+  signature?: (t: Uint8Array, listener: HelloView) => Uint8Array,
 ): Promise<HandshakeResult> {
   stream.send(helloBytes(hello));
   const [h, a] = await stream.waitFrames(2);
@@ -174,7 +175,7 @@ export async function dialerHandshake(
   const dialer: HelloView = hello;
   const listenerSignature = decodeAuth(a.payload).signature;
   const mine = transcript("dialer", hello.chainId, dialer, listener);
-  stream.send(encodeAuth(signature === undefined ? key.sign(mine) : signature(mine)));
+  stream.send(encodeAuth(signature === undefined ? key.sign(mine) : signature(mine, listener)));
   return { dialer, listener, listenerSignature };
 }
 
@@ -185,4 +186,23 @@ export function rawClient(address: string, tlsCa?: Buffer): grpc.Client {
     tlsCa === undefined ? grpc.credentials.createInsecure() : grpc.credentials.createSsl(tlsCa),
     { "grpc.max_send_message_length": 64 * 1024 * 1024, "grpc.max_receive_message_length": 64 * 1024 * 1024 },
   );
+}
+
+/**
+ * Waits for the stream's end and checks it is a refusal with `code` whose details match
+ * `reason`; returns the status. The message names what actually happened.
+ */
+export async function expectRefused(
+  stream: RawGossipStream,
+  code: grpc.status,
+  reason: RegExp,
+  timeoutMs = 5_000,
+): Promise<EndStatus> {
+  const end = await stream.waitEnd(timeoutMs);
+  if (end.code !== code || !reason.test(end.details))
+    throw new Error(
+      `expected ${grpc.status[code]} matching ${reason}, got ${end.codeName} "${end.details}" ` +
+        `(after ${end.afterMs.toFixed(0)} ms, ${stream.received.length} frames received)`,
+    );
+  return end;
 }
