@@ -93,6 +93,15 @@ export interface GossipNodeConfig {
   readonly now?: (() => number) | undefined;
 }
 
+/** Why a peer is blocked; the label of dagsync_gossip_peer_blocks_total. */
+const MISBEHAVIOUR = {
+  oversized_frame: "oversized frame",
+  junk_frame: "junk frame",
+  unexpected_frame: "unexpected frame",
+  invalid_block: "invalid signed block",
+} as const;
+type MisbehaviourKind = keyof typeof MISBEHAVIOUR;
+
 interface InboundItem {
   readonly payload: Uint8Array;
   readonly at: number;
@@ -152,6 +161,7 @@ export class GossipNode {
   private readonly dialers = new Map<string, { stop: () => void }>();
   private processing = false;
   private stopped = false;
+  private readonly admissionTimer: NodeJS.Timeout;
 
   constructor(private readonly config: GossipNodeConfig) {
     this.options = resolveGossipOptions(config.options);
@@ -164,6 +174,19 @@ export class GossipNode {
       broadcast: new Gcra(o.broadcast.quota, 10_000),
       mempool: new Gcra(o.mempool.quota, 10_000),
     };
+    // The allowed set follows the committee: when an epoch change drops a key, its open sessions
+    // end too, not just its next handshakes.
+    this.admissionTimer = setInterval(() => this.evictDisallowed(), o.admissionCheckIntervalMs);
+    this.admissionTimer.unref();
+  }
+
+  private evictDisallowed(): void {
+    for (const s of [...this.sessions.values()])
+      if (!this.isAllowed(s.key))
+        this.close(s, {
+          code: grpc.status.PERMISSION_DENIED,
+          reason: "network key no longer in the allowed set (committee changed)",
+        });
   }
 
   get publicKey(): Uint8Array {
@@ -470,7 +493,8 @@ export class GossipNode {
       stream.end();
     });
     stream.on("error", (e: grpc.ServiceError) => {
-      if (e.code === grpc.status.RESOURCE_EXHAUSTED) this.misbehaved(session, "oversized frame");
+      if (e.code === grpc.status.RESOURCE_EXHAUSTED)
+        this.misbehaved(session, "oversized_frame", "over the limit");
       closed();
     });
     stream.on("close", closed);
@@ -489,9 +513,11 @@ export class GossipNode {
     } else (s as grpc.ClientDuplexStream<Uint8Array, Uint8Array>).cancel();
   }
 
-  private misbehaved(session: Session, reason: string): void {
+  /** Blocks the peer: `kind` is a fixed metric label, `detail` goes to the log and the peer. */
+  private misbehaved(session: Session, kind: MisbehaviourKind, detail: string): void {
+    const reason = `${MISBEHAVIOUR[kind]}: ${detail}`;
     const until = this.blocker.block(session.key, reason, this.now());
-    this.config.metrics?.blocks.inc({ reason: reason.split(":")[0] ?? reason });
+    this.config.metrics?.blocks.inc({ reason: kind });
     this.config.log.warn(
       { peer: session.label, key: session.keyHex.slice(0, 16), until: new Date(until).toISOString() },
       `gossip peer blocked: ${reason}`,
@@ -502,15 +528,16 @@ export class GossipNode {
   private receive(session: Session, bytes: Uint8Array): void {
     if (session.closed) return;
     if (bytes.length > this.options.maxFrameBytes)
-      return this.misbehaved(session, `oversized frame (${bytes.length} bytes)`);
+      return this.misbehaved(session, "oversized_frame", `${bytes.length} bytes`);
     let frame: RawFrame;
     try {
       frame = parseFrame(bytes);
     } catch (e) {
-      return this.misbehaved(session, `junk frame: ${(e as Error).message}`);
+      return this.misbehaved(session, "junk_frame", (e as Error).message);
     }
     const lane = laneOf(frame.kind);
-    if (lane === undefined) return this.misbehaved(session, `${frame.kind} frame after the handshake`);
+    if (lane === undefined)
+      return this.misbehaved(session, "unexpected_frame", `${frame.kind} frame after the handshake`);
     const m = this.config.metrics;
     m?.received.inc({ lane });
     const now = this.now();
@@ -569,7 +596,7 @@ export class GossipNode {
       if (entry.epoch < committee.epoch) return; // stale: harmless, not relayed
       verifySignedBlock(entry, committee, this.config.chainId, this.config.verifier);
     } catch (e) {
-      return this.misbehaved(session, `invalid signed block: ${(e as Error).message}`);
+      return this.misbehaved(session, "invalid_block", (e as Error).message);
     }
     this.config.metrics?.delivered.inc({ lane: "broadcast" });
     for (const l of this.blockListeners) l(entry, session.keyHex);
@@ -603,6 +630,7 @@ export class GossipNode {
   /** Closes every session and stops dialing. */
   stop(): void {
     this.stopped = true;
+    clearInterval(this.admissionTimer);
     for (const d of this.dialers.values()) d.stop();
     this.dialers.clear();
     for (const s of [...this.sessions.values()]) this.close(s, undefined);

@@ -35,6 +35,8 @@ export interface GossipOptions {
   readonly reconnectMaxMs: number;
   /** Inbound frames processed per turn of the event loop before yielding. Default 64. */
   readonly processBatch: number;
+  /** How often open sessions are checked against the allowed set (it follows the committee), ms. Default 1,000. */
+  readonly admissionCheckIntervalMs: number;
 }
 
 export const DEFAULT_GOSSIP_OPTIONS: GossipOptions = {
@@ -50,6 +52,7 @@ export const DEFAULT_GOSSIP_OPTIONS: GossipOptions = {
   reconnectBaseMs: 500,
   reconnectMaxMs: 15_000,
   processBatch: 64,
+  admissionCheckIntervalMs: 1_000,
 };
 
 export type GossipOptionsInput = Partial<Omit<GossipOptions, "broadcast" | "mempool">> & {

@@ -361,7 +361,7 @@ describe("gossip handshake and admission", () => {
     }
   });
 
-  test("after an epoch change the allowed set follows the new committee: the old-only key is refused", async () => {
+  test("after an epoch change the allowed set follows the new committee: the old-only key is refused and its open session ends", async () => {
     const epoch0 = chain.genesis.committee;
     const keys0 = chain.keysByEpoch.get(0)!;
     const keys1 = chain.keysByEpoch.get(1)!;
@@ -371,7 +371,12 @@ describe("gossip handshake and admission", () => {
     assert.notDeepEqual(oldOnly.publicKey, newOnly.publicKey);
     assert.deepEqual(keys0[0]!.network.publicKey, keys1[0]!.network.publicKey);
     let current: CommitteeView = epoch0;
-    const node = await startGossip({ chainId, key: keys0[0]!.network, committee: () => current });
+    const node = await startGossip({
+      chainId,
+      key: keys0[0]!.network,
+      committee: () => current,
+      options: { admissionCheckIntervalMs: 50 },
+    });
     const c = rawClient(node.address);
     const admitted = async (key: Ed25519Signer) => {
       const s = open(c);
@@ -389,8 +394,13 @@ describe("gossip handshake and admission", () => {
       assert.equal(current.epoch, 0);
       await admitted(oldOnly);
       await refused(newOnly);
+      const kept = open(c);
+      await dialerHandshake(kept, oldOnly, freshHello(chainId, oldOnly));
+      await waitFor(() => sessionUp(node, oldOnly.publicKey), "the old-only key's session");
       current = committee; // epoch 1
       assert.equal(current.epoch, 1);
+      await expectRefused(kept, PERMISSION_DENIED, /no longer in the allowed set/);
+      assert.ok(!sessionUp(node, oldOnly.publicKey), "the session is gone");
       await refused(oldOnly);
       await admitted(newOnly);
       await admitted(keys1[2]!.network); // unchanged members stay admitted
@@ -437,7 +447,7 @@ describe("gossip blocker: misbehaving peers are disconnected and refused for blo
     return s;
   }
 
-  const cases: { name: string; key: number; frame: () => Uint8Array; reason: RegExp }[] = [
+  const cases: { name: string; key: number; frame: () => Uint8Array; reason: RegExp; label: string }[] = [
     {
       name: "an invalid signed block (bad signature)",
       key: 1,
@@ -447,18 +457,21 @@ describe("gossip blocker: misbehaving peers are disconnected and refused for blo
         return encodeFrame("block", bytes);
       },
       reason: /blocked: invalid signed block: .*signature does not verify/,
+      label: "invalid_block",
     },
     {
       name: "an oversized frame (maxFrameBytes + 1 KiB)",
       key: 2,
       frame: () => encodeFrame("transaction", new Uint8Array(MAX_FRAME + 1024)),
       reason: /blocked: oversized frame/,
+      label: "oversized_frame",
     },
     {
       name: "junk bytes",
       key: 3,
       frame: () => new Uint8Array([0xff, 0xff, 0xff, 0xff]),
       reason: /blocked: junk frame/,
+      label: "junk_frame",
     },
   ];
 
@@ -487,6 +500,16 @@ describe("gossip blocker: misbehaving peers are disconnected and refused for blo
           blocksBefore + 1,
           "the block is counted",
         );
+        const series = (await node.registry.getMetricsAsJSON())
+          .find((m) => m.name === "dagsync_gossip_peer_blocks_total")!
+          .values.map((v) => String(v.labels.reason));
+        assert.ok(series.includes(c.label), `counted under the fixed label ${c.label}: ${series.join(", ")}`);
+        for (const label of series)
+          assert.match(
+            label,
+            /^(invalid_block|oversized_frame|junk_frame|unexpected_frame)$/,
+            "bounded labels",
+          );
         assert.deepEqual(delivered, [], "nothing from the misbehaving frame is delivered");
 
         // Reconnecting while blocked: refused with the blocked reason, before any answer.
