@@ -5,15 +5,22 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { cp, readdir, writeFile } from "node:fs/promises";
+import { type AddressInfo, createServer as createNetServer, type Server as NetServer } from "node:net";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
 import { status } from "@grpc/grpc-js";
+import { Level } from "level";
 import { PeerClient, PeerError } from "../../src/client/index.js";
 import {
   bytesEqual,
   formatBlockRef,
   parseCommit,
+  rawFieldSize,
   sha256,
   shortHex,
   verifyBlocksAgainstRefs,
@@ -22,8 +29,10 @@ import { DevnetChain } from "../../src/devnet/chain.js";
 import { PeerStatusSchema } from "../../src/gen/dagsync/v1/admin_pb.js";
 import { FetchCommitsRequestSchema, type PushCommitRequest } from "../../src/gen/dagsync/v1/sync_pb.js";
 import { type BlockRef, CommitRefSchema } from "../../src/gen/dagsync/v1/types_pb.js";
+import { Health, HealthCheckResponse_ServingStatus } from "../../src/gen/grpc/health/v1/health_pb.js";
 import { Store } from "../../src/store/index.js";
 import { SubDagBroadcast } from "../../src/sync/broadcast.js";
+import { run, spawnNode } from "../fixtures/child-process.js";
 import {
   assertBatchVerifies,
   buildStore,
@@ -836,5 +845,386 @@ describe("Admin/GetStatus with the node's status", () => {
       await store.close();
       await removeDir(dir);
     }
+  });
+});
+
+describe("FetchCommits and FetchBlocks at the default 4 MiB response budget", () => {
+  // Blocks of ≈ 1 MiB: a commit's 4 certifier blocks take all but ≈ 2.5 KB of the 4 MiB budget,
+  // so a batch is cut by bytes after a handful of (≈ 250-byte) commits, well before 100 commits
+  // or the epoch's end; 4 blocks fit in a FetchBlocks response and a 5th does not.
+  const BUDGET = 4 * 1024 * 1024;
+  const COMMITS = 14;
+  let dir: string;
+  let store: Store;
+  let srv: RunningServer;
+  let c: PeerClient;
+
+  before(async () => {
+    dir = await tempDir();
+    const chain = new DevnetChain({
+      epochs: 1,
+      commitsPerEpoch: COMMITS,
+      txsPerBlock: 1,
+      txBytes: 1_047_700,
+      seed: 16,
+    });
+    ({ store } = await buildStore(dir, chain));
+    srv = await startServer(store);
+    assert.equal(srv.server.options.maxFetchResponseBytes, BUDGET, "the default budget is 4 MiB");
+    c = new PeerClient(srv.address);
+  });
+
+  after(async () => {
+    c?.close();
+    await srv?.stop();
+    await store?.close();
+    await removeDir(dir);
+  });
+
+  /** Wire size of the commits [start, last] plus the certifier blocks of `last`, from the store. */
+  async function batchSize(start: number, last: number): Promise<number> {
+    return wireSize(await store.getCommits(start, last), (await store.getCertifiers(last)) ?? []);
+  }
+
+  test("every batch of a whole-chain walk verifies, fits 4 MiB and is the longest that fits", async (t) => {
+    let next = 1;
+    const lengths: number[] = [];
+    while (next <= COMMITS) {
+      const res = await c.fetchCommits(next, COMMITS);
+      const size = wireSize(res.commits, res.certifierBlocks);
+      assert.ok(size <= BUDGET, `batch from ${next} is ${size} bytes, over 4 MiB`);
+      const entries = await assertBatchVerifies(store, next, res);
+      const last = entries.at(-1)!.index;
+      assert.equal(size, await batchSize(next, last), "the response is the stored commits and certifiers");
+      // Maximal: one more commit (ending at its own certifiers) would not fit.
+      if (last < COMMITS)
+        assert.ok(
+          (await batchSize(next, last + 1)) > BUDGET,
+          `batch from ${next} stops at ${last} though ${last + 1} would fit`,
+        );
+      lengths.push(entries.length);
+      next = last + 1;
+    }
+    t.diagnostic(`batch lengths ${lengths.join(", ")}`);
+    assert.equal(next, COMMITS + 1);
+    assert.ok(lengths.length >= 2, `one batch of ${lengths[0]}: the byte budget did not truncate`);
+    assert.ok(
+      lengths.every((n) => n < 100),
+      `${lengths.join(", ")}: cut by the budget, not by maxCommitsPerFetch`,
+    );
+  });
+
+  test("FetchBlocks returns the longest prefix of ≈ 1 MiB blocks within 4 MiB", async () => {
+    const refs = await refsOf(store, 3, COMMITS);
+    assert.ok(refs.length >= 8, `${refs.length} refs`);
+    const sizes = (await store.getBlocks(refs)).map((b) => b!.length);
+    let expected = 0;
+    let total = 0;
+    while (expected < sizes.length && total + rawFieldSize(sizes[expected]!) <= BUDGET)
+      total += rawFieldSize(sizes[expected++]!);
+    assert.ok(expected >= 2 && expected < refs.length, `${expected} of ${refs.length} blocks fit`);
+    const res = await c.fetchBlocks(refs);
+    assert.equal(res.blocks.length, expected, "the longest prefix that fits 4 MiB");
+    assert.ok(wireSize(res.blocks) <= BUDGET);
+    assert.equal(verifyBlocksAgainstRefs(refs, res.blocks).error, undefined, "a prefix, in order");
+  });
+});
+
+describe("SubscribeCommits: a lagging subscriber is cut off, a fast one is not", () => {
+  // Sub-DAGs of ≈ 130 KB (4 blocks of 32 KB). A subscriber that stops reading stops taking data
+  // once its client's buffers are full (measured: ≈ 18 sub-DAGs with connect-node, then the 64 KiB
+  // HTTP/2 window), so the server's writes to it block while the tip moves on by 60 commits.
+  const BUFFER = 4;
+  const STEP = 2;
+  const STEPS = 30;
+  let dir: string;
+  let store: Store;
+  let generated: ReturnType<DevnetChain["commits"]>;
+  let feed: SubDagBroadcast;
+  let srv: RunningServer;
+
+  async function grow(n: number): Promise<void> {
+    const units = [];
+    for (let i = 0; i < n; i++) {
+      const next = generated.next();
+      assert.ok(next.done !== true, "the chain ran out");
+      units.push(toUnit(next.value));
+    }
+    await store.apply(units);
+    feed.notify();
+  }
+
+  before(async () => {
+    dir = await tempDir();
+    const chain = new DevnetChain({
+      epochs: 1,
+      commitsPerEpoch: 80,
+      txsPerBlock: 4,
+      txBytes: 8192,
+      seed: 17,
+    });
+    store = await Store.open(dir, { genesis: chain.genesis.bytes });
+    generated = chain.commits();
+    feed = new SubDagBroadcast(store, 1024);
+    srv = await startServer(store, { feed, options: { subscriberBufferCommits: BUFFER } });
+    await grow(3);
+  });
+
+  after(async () => {
+    await srv?.stop();
+    await store?.close();
+    await removeDir(dir);
+  });
+
+  test("the slow one gets RESOURCE_EXHAUSTED naming its resume index; the fast one gets every commit", async (t) => {
+    const from = store.watermarks.highestSynced + 1;
+    const fastAc = new AbortController();
+    const slowAc = new AbortController();
+    // Separate connections: each typedClients has its own transport.
+    const fastSeen: number[] = [];
+    let fastError: unknown;
+    const fast = (async () => {
+      const { sync } = typedClients(srv.baseUrl);
+      for await (const m of sync.subscribeCommits({ start: BigInt(from) }, { signal: fastAc.signal })) {
+        fastSeen.push(Number(m.commit?.index ?? 0n));
+      }
+    })().catch((e: unknown) => {
+      fastError = e;
+    });
+    const slow = typedClients(srv.baseUrl)
+      .sync.subscribeCommits({ start: BigInt(from) }, { signal: slowAc.signal })
+      [Symbol.asyncIterator]();
+    const slowFirst = slow.next();
+    try {
+      await waitFor(() => feed.subscriberCount === 2, 5_000, "both subscriptions to reach the server");
+      // Grow in steps the fast subscriber keeps up with (STEP < BUFFER), waiting for it each time.
+      for (let s = 0; s < STEPS; s++) {
+        await grow(STEP);
+        const target = store.watermarks.highestSynced;
+        await waitFor(
+          () => fastSeen.at(-1) === target || fastError !== undefined,
+          10_000,
+          `the fast subscriber to reach ${target}`,
+        );
+        assert.equal(fastError, undefined, `the fast subscriber failed: ${String(fastError)}`);
+      }
+      const tip = store.watermarks.highestSynced;
+      assert.deepEqual(
+        fastSeen,
+        Array.from({ length: tip - from + 1 }, (_, i) => from + i),
+        "the fast subscriber saw every commit, in order",
+      );
+      // Now read the slow one: what the server had written, then the cut-off.
+      const slowSeen: number[] = [];
+      const first = await slowFirst;
+      assert.equal(first.done, false);
+      slowSeen.push(Number(first.value?.commit?.index ?? 0n));
+      const outcome = await (async () => {
+        for (;;) {
+          const r = await slow.next();
+          if (r.done === true) return undefined;
+          slowSeen.push(Number(r.value.commit?.index ?? 0n));
+        }
+      })().catch((e: unknown) => e);
+      assert.ok(outcome instanceof ConnectError, `the slow subscriber was not cut off: ${String(outcome)}`);
+      assert.equal(outcome.code, Code.ResourceExhausted, outcome.rawMessage);
+      const last = slowSeen.at(-1)!;
+      t.diagnostic(`slow subscriber: ${from}..${last} then cut off at tip ${tip}`);
+      assert.deepEqual(
+        slowSeen,
+        Array.from({ length: last - from + 1 }, (_, i) => from + i),
+        "the slow subscriber got a contiguous prefix",
+      );
+      assert.ok(tip - last > BUFFER, `the slow subscriber got up to ${last} of ${tip}: it did not lag`);
+      assert.match(
+        outcome.rawMessage,
+        new RegExp(`fell more than ${BUFFER} commits behind the tip: resubscribe with start = ${last + 1}$`),
+      );
+      // The fast subscriber is still live after the cut-off.
+      await waitFor(() => feed.subscriberCount === 1, 5_000, "the server to drop the slow subscriber");
+      await grow(1);
+      await waitFor(() => fastSeen.at(-1) === tip + 1, 5_000, "the fast subscriber to get one more commit");
+      assert.equal(fastError, undefined);
+      // Resubscribing where the message says resumes without a gap.
+      const resumed: number[] = [];
+      const ac = new AbortController();
+      for await (const m of typedClients(srv.baseUrl).sync.subscribeCommits(
+        { start: BigInt(last + 1) },
+        { signal: ac.signal },
+      )) {
+        resumed.push(Number(m.commit?.index ?? 0n));
+        if (resumed.at(-1) === tip + 1) break;
+      }
+      ac.abort();
+      assert.deepEqual(
+        resumed,
+        Array.from({ length: tip + 1 - last }, (_, i) => last + 1 + i),
+      );
+    } finally {
+      fastAc.abort();
+      slowAc.abort();
+      await fast;
+      await slowFirst.catch(() => undefined);
+    }
+  });
+});
+
+describe("health while draining", () => {
+  test("Watch goes SERVING → NOT_SERVING as stop() starts draining; stop waits for in-flight calls", async () => {
+    const dir = await tempDir();
+    const chain = new DevnetChain({ epochs: 1, commitsPerEpoch: 10, txsPerBlock: 1, txBytes: 16, seed: 18 });
+    const { store } = await buildStore(dir, chain);
+    const srv = await startServer(store, { options: { drainTimeoutMs: 20_000 } });
+    const health = createClient(Health, createGrpcTransport({ baseUrl: srv.baseUrl }));
+    const ac = new AbortController();
+    const seen: Record<string, HealthCheckResponse_ServingStatus[]> = { "": [], "dagsync.v1.StateSync": [] };
+    const watches = Object.keys(seen).map((service) =>
+      (async () => {
+        for await (const r of health.watch({ service }, { signal: ac.signal })) seen[service]!.push(r.status);
+      })().catch(() => undefined),
+    );
+    let stopping: Promise<void> | undefined;
+    try {
+      const { SERVING, NOT_SERVING } = HealthCheckResponse_ServingStatus;
+      await waitFor(
+        () => Object.values(seen).every((s) => s.at(-1) === SERVING),
+        5_000,
+        "both watches to report SERVING",
+      );
+      assert.equal((await health.check({})).status, SERVING);
+      let stopped = false;
+      stopping = srv.stop().then(() => {
+        stopped = true;
+      });
+      await waitFor(
+        () => Object.values(seen).every((s) => s.at(-1) === NOT_SERVING),
+        5_000,
+        "both watches to report NOT_SERVING",
+      );
+      assert.deepEqual(seen, { "": [SERVING, NOT_SERVING], "dagsync.v1.StateSync": [SERVING, NOT_SERVING] });
+      // Still draining: the watch streams are calls in flight, and the grace period is 20 s.
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(stopped, false, "stop() returned while calls were in flight");
+      // Once they end, stop completes long before the grace period.
+      const cancelledAt = performance.now();
+      ac.abort();
+      await stopping;
+      assert.ok(performance.now() - cancelledAt < 10_000, "stop() waited for the grace period");
+      // A new connection is refused.
+      const after = await createClient(Health, createGrpcTransport({ baseUrl: srv.baseUrl }))
+        .check({}, { timeoutMs: 3_000 })
+        .catch((e: unknown) => e);
+      assert.ok(after instanceof ConnectError, `a stopped server answered: ${String(after)}`);
+      assert.equal(after.code, Code.Unavailable, after.rawMessage);
+    } finally {
+      ac.abort();
+      await Promise.all(watches);
+      await (stopping ?? srv.stop());
+      await store.close();
+      await removeDir(dir);
+    }
+  });
+});
+
+describe("dagsync serve refuses to start with a one-line error and no stack trace", () => {
+  let fx: DevnetFixture;
+  let root: string;
+  let held: NetServer;
+  let lockedStore: Store;
+  let results: Map<string, Promise<{ code: number | null; stdout: string; stderr: string }>>;
+
+  /** `dagsync serve --store STORE --listen LISTEN`, killed if it has not exited within 30 s. */
+  function serve(store: string, listen = "127.0.0.1:0") {
+    const child = spawnNode("bin/dagsync.js", ["serve", "--store", store, "--listen", listen]);
+    const timer = setTimeout(() => child.process.kill("SIGKILL"), 30_000);
+    return run(child).finally(() => clearTimeout(timer));
+  }
+
+  before(async () => {
+    fx = await makeDevnet({ epochs: 1, commitsPerEpoch: 5, txsPerBlock: 1, txBytes: 16, seed: 19 });
+    root = await tempDir("dagsync-serve-errors-");
+    held = createNetServer();
+    await new Promise<void>((resolve) => held.listen(0, "127.0.0.1", resolve));
+    const heldPort = (held.address() as AddressInfo).port;
+    // Not a dagsync store: a LevelDB with other data.
+    const foreign = new Level(join(root, "foreign"));
+    await foreign.put("hello", "world");
+    await foreign.close();
+    // A real dagsync store whose MANIFEST is damaged.
+    await cp(fx.storePath(2), join(root, "corrupt"), { recursive: true });
+    for (const f of await readdir(join(root, "corrupt")))
+      if (f.startsWith("MANIFEST-")) await writeFile(join(root, "corrupt", f), "");
+    await writeFile(join(root, "a-file"), "not a directory");
+    lockedStore = await Store.open(fx.storePath(3));
+    const cases: [string, string, string?][] = [
+      ["port taken", fx.storePath(0), `127.0.0.1:${heldPort}`],
+      ["missing", join(root, "no-such-store")],
+      ["foreign", join(root, "foreign")],
+      ["corrupt", join(root, "corrupt")],
+      ["file", join(root, "a-file")],
+      ["in use", fx.storePath(3)],
+    ];
+    results = new Map(cases.map(([name, store, listen]) => [name, serve(store, listen)]));
+    await Promise.allSettled(results.values());
+  });
+
+  after(async () => {
+    await new Promise((r) => held?.close(r));
+    await lockedStore?.close();
+    await fx?.remove();
+    if (root !== undefined) await removeDir(root);
+  });
+
+  /** Exit 1, nothing on stdout, and stderr exactly one line matching `message`. */
+  async function assertOneLine(name: string, message: RegExp): Promise<void> {
+    const r = await results.get(name)!;
+    assert.equal(r.code, 1, `exit code ${r.code}; stderr:\n${r.stderr}`);
+    assert.equal(r.stdout, "");
+    const lines = r.stderr.trimEnd().split("\n");
+    assert.equal(lines.length, 1, `more than one line on stderr:\n${r.stderr}`);
+    assert.doesNotMatch(r.stderr, /\bat .*\(|Error:|node:internal/, "a stack trace");
+    assert.match(lines[0]!, /^dagsync: /);
+    assert.match(lines[0]!, message);
+  }
+
+  test("a port in use", async () => {
+    const port = (held.address() as AddressInfo).port;
+    await assertOneLine(
+      "port taken",
+      new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: the port is already in use$`),
+    );
+  });
+
+  test("a missing store (and nothing is created)", async () => {
+    const path = join(root, "no-such-store");
+    await assertOneLine("missing", new RegExp(`store ${path} does not exist \\(create one with`));
+    assert.equal(existsSync(path), false);
+  });
+
+  test("a LevelDB that is not a dagsync store", async () => {
+    await assertOneLine(
+      "foreign",
+      new RegExp(`store ${join(root, "foreign")} has no genesis: it was never initialized$`),
+    );
+  });
+
+  test("a dagsync store with a damaged MANIFEST", async () => {
+    await assertOneLine(
+      "corrupt",
+      new RegExp(`store ${join(root, "corrupt")} cannot be opened: Corruption: `),
+    );
+  });
+
+  test("a file instead of a store directory", async () => {
+    await assertOneLine("file", new RegExp(`store ${join(root, "a-file")} cannot be opened: `));
+  });
+
+  test("a store in use by another process", async () => {
+    await assertOneLine(
+      "in use",
+      new RegExp(
+        `store ${fx.storePath(3)} is in use by another process \\(stop it, or use another --store\\)$`,
+      ),
+    );
   });
 });
