@@ -345,10 +345,22 @@ export class SyncEngine {
       else if (seg.state.kind === "fetching_blocks") this.launchBlockFetches(seg, seg.state, head, now);
     }
 
-    // Apply the head when it is ready.
+    // Apply the head when it is ready, with the ready segments right behind it: one store write
+    // for several segments costs little more than for one, and writes are strictly sequential.
+    // A write never goes past the end of an epoch, so each one is of a single committee.
     const head = this.segments[0];
-    if (!this.applying && head?.state.kind === "ready" && head.start === marks.highestSynced + 1)
-      this.applyPromise = this.apply(head, head.state);
+    if (!this.applying && head?.state.kind === "ready" && head.start === marks.highestSynced + 1) {
+      const batch = [head];
+      let bytes = head.bytes;
+      for (const seg of this.segments.slice(1)) {
+        const previous = batch.at(-1)!.state;
+        if (previous.kind === "ready" && previous.verified.nextCommittee !== undefined) break;
+        if (seg.state.kind !== "ready" || bytes + seg.bytes > this.options.maxApplyBatchBytes) break;
+        batch.push(seg);
+        bytes += seg.bytes;
+      }
+      this.applyPromise = this.apply(batch);
+    }
     this.config.metrics?.inflightBytes.set(this.inflightBytes);
   }
 
@@ -595,37 +607,46 @@ export class SyncEngine {
 
   // ---- apply ---------------------------------------------------------------------------------
 
-  private async apply(seg: Segment, state: Extract<SegmentState, { kind: "ready" }>): Promise<void> {
+  private async apply(segs: readonly Segment[]): Promise<void> {
     this.applying = true;
-    seg.state = { kind: "applying", verified: state.verified };
-    const { commits, certifiers, nextCommittee } = state.verified;
-    let position = 0;
-    const units: ApplyUnit[] = commits.map((c, k) => {
-      const blocks = c.commit.blocks.map((ref, j) => ({ ref, bytes: state.blocks[position + j]! }));
-      position += blocks.length;
-      return {
-        index: c.index,
-        epoch: c.epoch,
-        commitBytes: c.bytes,
-        commitDigest: c.digest,
-        blocks,
-        certifierBlocks: k === commits.length - 1 ? certifiers : undefined,
-        nextCommittee: c.commit.endOfEpoch !== undefined ? nextCommittee?.committee : undefined,
-      };
-    });
+    const units: ApplyUnit[] = [];
+    for (const seg of segs) {
+      if (seg.state.kind !== "ready") throw new Error(`segment ${seg.start} is not ready`);
+      const state = seg.state;
+      seg.state = { kind: "applying", verified: state.verified };
+      const { commits, certifiers, nextCommittee } = state.verified;
+      let position = 0;
+      commits.forEach((c, k) => {
+        const blocks = c.commit.blocks.map((ref, j) => ({ ref, bytes: state.blocks[position + j]! }));
+        position += blocks.length;
+        units.push({
+          index: c.index,
+          epoch: c.epoch,
+          commitBytes: c.bytes,
+          commitDigest: c.digest,
+          blocks,
+          certifierBlocks: k === commits.length - 1 ? certifiers : undefined,
+          nextCommittee: c.commit.endOfEpoch !== undefined ? nextCommittee?.committee : undefined,
+        });
+      });
+    }
+    const first = segs[0]!.start;
+    const last = segs.at(-1)!.end;
     try {
       await this.store.apply(units);
     } catch (e) {
       this.fatal = new SyncError(
         "store_write",
-        `cannot write commits ${seg.start}..${seg.end} to the store: ${(e as Error).message}`,
+        `cannot write commits ${first}..${last} to the store: ${(e as Error).message}`,
       );
       this.applying = false;
       this.kick();
       return;
     }
-    this.segments.shift();
-    this.release(seg);
+    for (const seg of segs) {
+      this.segments.shift();
+      this.release(seg);
+    }
     let blockCount = 0;
     for (const u of units) {
       blockCount += u.blocks.length;

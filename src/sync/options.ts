@@ -14,6 +14,8 @@ export interface SyncOptions {
   readonly maxRequestsPerPeer: number;
   /** Bytes fetched but not yet applied; bounds memory whatever the chain length. Default 128 MiB. */
   readonly maxInflightBytes: number;
+  /** Ready segments written to the store in one atomic batch, at most this many bytes (the head always goes). Default 8 MiB. */
+  readonly maxApplyBatchBytes: number;
   /** How long a peer that sent invalid data is refused, ms. Default 60,000. */
   readonly banDurationMs: number;
   /** First retry delay after a network error, ms; doubles per consecutive failure, with jitter. Default 250. */
@@ -38,6 +40,7 @@ export const DEFAULT_SYNC_OPTIONS: SyncOptions = {
   maxConcurrentRequests: 12,
   maxRequestsPerPeer: 4,
   maxInflightBytes: 128 * 1024 * 1024,
+  maxApplyBatchBytes: 8 * 1024 * 1024,
   banDurationMs: 60_000,
   backoffBaseMs: 250,
   backoffMaxMs: 15_000,

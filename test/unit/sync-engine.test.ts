@@ -185,6 +185,39 @@ describe("sync engine: honest peers", () => {
     await assertStoreExact(ts.store, commits, 4);
   });
 
+  test("ready segments behind the head are written together, within maxApplyBatchBytes and one epoch", async (t) => {
+    const { ts, engine } = await setup(
+      t,
+      { "p1:9100": {}, "p2:9100": {} },
+      { ...TEN, maxApplyBatchBytes: 64 * 1024 },
+    );
+    const applied: ApplyUnit[][] = [];
+    const apply = ts.store.apply.bind(ts.store);
+    ts.store.apply = async (units) => {
+      applied.push([...units]);
+      await new Promise((r) => setTimeout(r, 20)); // a slow disk: segments queue up behind the head
+      return apply(units);
+    };
+    await syncToEnd(engine);
+    assert.deepEqual(
+      applied.flat().map((u) => u.index),
+      Array.from({ length: TIP }, (_, k) => k + 1),
+      "every commit applied once, in order",
+    );
+    const size = (batch: ApplyUnit[]) =>
+      batch.reduce((n, u) => n + u.blocks.reduce((m, b) => m + b.bytes.length, u.commitBytes.length), 0);
+    assert.ok(
+      applied.some((b) => b.length > TEN.commitsPerRequest),
+      `some write holds several segments: ${applied.map((b) => b.length).join(",")}`,
+    );
+    for (const batch of applied) {
+      assert.equal(new Set(batch.map((u) => u.epoch)).size, 1, `batch ${batch[0]!.index}.. is of one epoch`);
+      if (batch.length > TEN.commitsPerRequest)
+        assert.ok(size(batch) <= 64 * 1024 + 16 * 1024, `batch ${batch[0]!.index}.. is ${size(batch)} bytes`);
+    }
+    await assertStoreExact(ts.store, commits, 4);
+  });
+
   test("requests larger than an epoch: no batch crosses an epoch boundary, and the committee switches", async (t) => {
     const big = { maxCommitsPerFetch: 100 };
     const { ts, network, engine } = await setup(
