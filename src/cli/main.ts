@@ -2,6 +2,7 @@
  * The `dagsync` command. Each subcommand parses and checks its flags, then hands over to a module;
  * every failure a user can cause ends as one line naming the flag, file or peer, and exit code 1.
  */
+import { readFileSync } from "node:fs";
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { toJsonString } from "@bufbuild/protobuf";
@@ -25,11 +26,19 @@ import { Store } from "../store/index.js";
 import { withConfig } from "./config.js";
 import { collect, hexKey, hostPort, integer, readTls, readTlsOrCa } from "./options.js";
 
+function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as {
+    version: string;
+  };
+  return pkg.version;
+}
+
 const program = new Command()
   .name("dagsync")
   .description(
     "State sync and checkpoints for DAG-BFT chains: serve, fetch, verify and stream committed sub-DAGs.",
   )
+  .version(packageVersion(), "-V, --version", "print the dagsync version")
   .showHelpAfterError("(run with --help for usage)")
   .exitOverride();
 
