@@ -12,6 +12,7 @@ import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import { PeerClient } from "../client/index.js";
 import { toHex } from "../core/bytes.js";
+import { parseCommit } from "../core/wire.js";
 import { readKeyFile, writeKeyFile } from "../crypto/key-file.js";
 import { Ed25519Signer } from "../crypto/keys.js";
 import { type FullNode, startFullNode } from "../node/full-node.js";
@@ -56,8 +57,9 @@ async function waitServing(address: string, child: ChildProcess, deadline: numbe
 
 /**
  * Every 2 s, one line: the validators' tip, the full node's, the lag in commits, and the delay
- * between a commit's first announcement by any validator (tips polled every 100 ms, so ±100 ms)
- * and its delivery to the full node's subscribers (0 when delivery came first).
+ * between a commit's first appearance on any validator's SubscribeCommits stream (the moment it
+ * formed the commit and could serve it) and its delivery to the full node's own subscribers.
+ * Negative delays (the node delivered first, from gossip) count as 0.
  */
 function reportLive(node: FullNode, validators: readonly string[]): { stop: () => void } {
   const clients = validators.map((v) => new PeerClient(v, { smallCallTimeoutMs: 1000 }));
@@ -74,26 +76,27 @@ function reportLive(node: FullNode, validators: readonly string[]): { stop: () =
     announced.delete(index);
     delivered.delete(index);
   };
-  const poll = setInterval(() => {
-    for (const client of clients)
-      client.getCommitAvailability().then(
-        (a) => {
-          const now = performance.now();
-          for (let i = Math.max(tip + 1, a.highest - 100); i <= a.highest; i++) {
-            announced.set(i, now);
-            pair(i);
+  const from = node.store.watermarks.highestSynced + 1;
+  for (const client of clients)
+    void (async () => {
+      // Each validator's stream: replayed commits (below `from`) are skipped by the index check.
+      while (!controller.signal.aborted) {
+        try {
+          for await (const sub of client.subscribeCommits(Math.max(from, tip + 1), controller.signal)) {
+            const index = parseCommit(sub.commit).index;
+            if (!announced.has(index) && index > tip - 100) announced.set(index, performance.now());
+            tip = Math.max(tip, index);
+            pair(index);
           }
-          tip = Math.max(tip, a.highest);
-        },
-        () => {},
-      );
-  }, 100);
+        } catch {
+          // a validator restarting, or a lagged stream: resubscribe shortly
+        }
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    })();
   void (async () => {
     try {
-      for await (const sub of node.engine.broadcast.iterate(
-        node.store.watermarks.highestSynced + 1,
-        controller.signal,
-      )) {
+      for await (const sub of node.engine.broadcast.iterate(from, controller.signal)) {
         delivered.set(sub.index, performance.now());
         pair(sub.index);
       }
@@ -109,13 +112,12 @@ function reportLive(node: FullNode, validators: readonly string[]): { stop: () =
     for (const m of [announced, delivered]) for (const k of m.keys()) if (k < mine - 100) m.delete(k);
     process.stdout.write(
       `live: validators at commit ${tip}, full node at ${mine} (lag ${Math.max(0, tip - mine)}); ` +
-        `sub-DAG delivery after announcement ${p50 === undefined ? "-" : `p50 ${Math.round(p50)} ms, max ${Math.round(max!)} ms`}; ` +
+        `sub-DAG delivered ${p50 === undefined ? "-" : `p50 ${Math.round(p50)} ms, max ${Math.round(max!)} ms`} after a validator formed it; ` +
         `gossip peers ${node.gossip?.peers().length ?? 0}, near-tip blocks ${node.nearTip.size}\n`,
     );
   }, 2_000);
   return {
     stop: () => {
-      clearInterval(poll);
       clearInterval(print);
       controller.abort();
       for (const c of clients) c.close();
