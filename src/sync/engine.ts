@@ -735,7 +735,11 @@ export class SyncEngine {
       now,
       kind === "rate_limited" ? error.retryAfterMs : undefined,
     );
-    this.log.debug({ peer: peer.address, kind, err: error.message }, "peer call failed");
+    // The first failure of a streak is worth a line (an unreachable peer is otherwise silent
+    // until it is banned as stalled); the rest of the streak goes to debug.
+    if (peer.consecutiveFailures === 1 && kind !== "rate_limited")
+      this.log.warn({ peer: peer.address, kind }, `${error.message} (will retry)`);
+    else this.log.debug({ peer: peer.address, kind, err: error.message }, "peer call failed");
     if (kind !== "rate_limited" && peer.consecutiveFailures >= STALL_BAN_FAILURES)
       this.ban(
         peer,
