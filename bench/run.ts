@@ -35,6 +35,9 @@ const BLOCKS = Number(process.env.BENCH_BLOCKS ?? (QUICK ? 20_000 : 100_000));
 /** The devnet generator averages ≈ 4.5 committed blocks per commit with 4 validators. */
 const BLOCKS_PER_COMMIT = 4.5;
 
+/** What bin/dagsync (the installed command) sets: a fixed glibc mmap threshold (see that file). */
+const NODE_ENV = { ...process.env, MALLOC_MMAP_THRESHOLD_: process.env.MALLOC_MMAP_THRESHOLD_ ?? "131072" };
+
 async function freePort(): Promise<number> {
   return new Promise((resolve) => {
     const s = createServer().listen(0, "127.0.0.1", () => {
@@ -61,7 +64,7 @@ async function serve(store: string): Promise<{ address: string; child: ChildProc
   const address = `127.0.0.1:${port}`;
   const child = spawn(process.execPath, [CLI, "serve", "--store", store, "--listen", address], {
     stdio: ["ignore", "ignore", "inherit"],
-    env: { ...process.env, DAGSYNC_LOG_LEVEL: "warn" },
+    env: { ...NODE_ENV, DAGSYNC_LOG_LEVEL: "warn" },
   });
   const client = new PeerClient(address);
   for (let i = 0; ; i++) {
@@ -150,7 +153,7 @@ async function catchUp(summary: DevnetSummary): Promise<CatchUp> {
   try {
     const args = [CLI, "sync", "--store", store, "--genesis", summary.genesisFile, "--exit-when-synced"];
     for (const s of servers) args.push("--peer", s.address);
-    const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "pipe"] });
+    const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "pipe"], env: NODE_ENV });
     let log = "";
     child.stderr.on("data", (d: Buffer) => {
       log += d;
@@ -184,7 +187,7 @@ const f = (n: number, d = 1) => n.toFixed(d);
 
 async function main(): Promise<void> {
   console.log(
-    `dagsync benchmarks — node ${process.version}, ${new Date().toISOString()}${QUICK ? " (quick)" : ""}`,
+    `dagsync benchmarks — node ${process.version}, MALLOC_MMAP_THRESHOLD_=${NODE_ENV.MALLOC_MMAP_THRESHOLD_}, ${new Date().toISOString()}${QUICK ? " (quick)" : ""}`,
   );
   const limits: Limits = await measureLimits();
   console.log("\nphysical limits (this run)");
