@@ -288,14 +288,7 @@ export class Store {
         lowestAvailable: marks.lowestAvailable,
       };
     }
-    ops.push({
-      type: "put",
-      sublevel: this.tables.meta,
-      key: utf8.encode(META.watermarks),
-      value: encodeWatermarks(marks),
-    });
-    await this.db.batch(ops);
-    this.marks = marks;
+    await this.writeWithMarks(ops, marks);
     this.epochEnds.push(...ended);
   }
 
@@ -399,16 +392,21 @@ export class Store {
         pruned++;
       }
       const marks = { ...this.marks, lowestAvailable: to + 1 };
-      ops.push({
-        type: "put",
-        sublevel: this.tables.meta,
-        key: utf8.encode(META.watermarks),
-        value: encodeWatermarks(marks),
-      });
-      await this.db.batch(ops);
-      this.marks = marks;
+      await this.writeWithMarks(ops, marks);
     }
     return pruned;
+  }
+
+  /** Writes `ops` and the new watermarks in one atomic batch, then adopts them. */
+  private async writeWithMarks(ops: BatchOp[], marks: Watermarks): Promise<void> {
+    ops.push({
+      type: "put",
+      sublevel: this.tables.meta,
+      key: utf8.encode(META.watermarks),
+      value: encodeWatermarks(marks),
+    });
+    await this.db.batch(ops);
+    this.marks = marks;
   }
 
   async close(): Promise<void> {
