@@ -36,12 +36,15 @@ export async function exportCheckpoint(store: Store, index?: number): Promise<Ch
   if (marks.highestSynced === 0)
     throw new CheckpointError(`store ${store.path} holds no commits yet: nothing to export`);
   const at = index ?? marks.highestSynced;
-  if (at < marks.lowestAvailable || at > marks.highestSynced)
+  // The highest synced commit's digest is in the watermarks: a store started from a checkpoint
+  // and not yet past it holds no commit bytes at all, and can still pass its checkpoint on.
+  const highest = at === marks.highestSynced;
+  if (!highest && (at < marks.lowestAvailable || at > marks.highestSynced))
     throw new CheckpointError(
       `--index ${at}: store ${store.path} holds commits ${marks.lowestAvailable}..${marks.highestSynced}`,
     );
-  const bytes = at === marks.highestSynced ? undefined : await store.getCommit(at);
-  if (at !== marks.highestSynced && bytes === undefined)
+  const bytes = highest ? undefined : await store.getCommit(at);
+  if (!highest && bytes === undefined)
     throw new CheckpointError(`store ${store.path} is missing commit ${at}`);
   const bounds = store.epochBoundsOf(at);
   const epoch = bounds.end === at ? bounds.epoch + 1 : bounds.epoch;

@@ -173,6 +173,11 @@ describe("dagsync checkpoint import", () => {
     assert.equal(synced.code, 0, synced.output);
     assert.deepEqual(await marks(store), { highest: COMMITS, lowest: COMMITS + 1 }, "no history below it");
 
+    // A store that starts at a checkpoint and holds no commit bytes can pass the checkpoint on.
+    const reexported = await cli(["checkpoint", "export", "--store", store]);
+    assert.equal(reexported.code, 0, reexported.output);
+    assert.deepEqual(JSON.parse(reexported.stdout), JSON.parse(exported.stdout));
+
     assertCleanError(
       await cli(["checkpoint", "import", "--store", store, "--genesis", genesisFile, checkpoint]),
       /--store .*imported: already exists/,
