@@ -79,7 +79,8 @@ function reportLive(node: FullNode, validators: readonly string[]): { stop: () =
   const from = node.store.watermarks.highestSynced + 1;
   for (const client of clients)
     void (async () => {
-      // Each validator's stream: replayed commits (below `from`) are skipped by the index check.
+      // Each validator's stream, from the first commit not yet seen; the first stream to show a
+      // commit sets its announcement time.
       while (!controller.signal.aborted) {
         try {
           for await (const sub of client.subscribeCommits(Math.max(from, tip + 1), controller.signal)) {

@@ -27,7 +27,6 @@
  * used. Hostile peers cannot make us store anything that did not verify, and cannot stop us while
  * one honest peer remains.
  */
-
 import { setMaxListeners } from "node:events";
 import { create } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
@@ -89,6 +88,12 @@ type SegmentState =
     }
   | { readonly kind: "ready"; readonly verified: Verified; readonly blocks: (Uint8Array | undefined)[] }
   | { readonly kind: "applying"; readonly verified: Verified };
+
+/** A segment ready to apply, with its state narrowed. */
+interface ReadySegment {
+  readonly seg: Segment;
+  readonly state: Extract<SegmentState, { kind: "ready" }>;
+}
 
 interface Segment {
   start: number;
@@ -350,13 +355,13 @@ export class SyncEngine {
     // A write never goes past the end of an epoch, so each one is of a single committee.
     const head = this.segments[0];
     if (!this.applying && head?.state.kind === "ready" && head.start === marks.highestSynced + 1) {
-      const batch = [head];
+      const batch: ReadySegment[] = [{ seg: head, state: head.state }];
       let bytes = head.bytes;
-      for (const seg of this.segments.slice(1)) {
-        const previous = batch.at(-1)!.state;
-        if (previous.kind === "ready" && previous.verified.nextCommittee !== undefined) break;
+      for (let i = 1; i < this.segments.length; i++) {
+        const seg = this.segments[i]!;
+        if (batch.at(-1)!.state.verified.nextCommittee !== undefined) break;
         if (seg.state.kind !== "ready" || bytes + seg.bytes > this.options.maxApplyBatchBytes) break;
-        batch.push(seg);
+        batch.push({ seg, state: seg.state });
         bytes += seg.bytes;
       }
       this.applyPromise = this.apply(batch);
@@ -607,12 +612,10 @@ export class SyncEngine {
 
   // ---- apply ---------------------------------------------------------------------------------
 
-  private async apply(segs: readonly Segment[]): Promise<void> {
+  private async apply(batch: readonly ReadySegment[]): Promise<void> {
     this.applying = true;
     const units: ApplyUnit[] = [];
-    for (const seg of segs) {
-      if (seg.state.kind !== "ready") throw new Error(`segment ${seg.start} is not ready`);
-      const state = seg.state;
+    for (const { seg, state } of batch) {
       seg.state = { kind: "applying", verified: state.verified };
       const { commits, certifiers, nextCommittee } = state.verified;
       let position = 0;
@@ -630,8 +633,8 @@ export class SyncEngine {
         });
       });
     }
-    const first = segs[0]!.start;
-    const last = segs.at(-1)!.end;
+    const first = batch[0]!.seg.start;
+    const last = batch.at(-1)!.seg.end;
     try {
       await this.store.apply(units);
     } catch (e) {
@@ -643,7 +646,7 @@ export class SyncEngine {
       this.kick();
       return;
     }
-    for (const seg of segs) {
+    for (const { seg } of batch) {
       this.segments.shift();
       this.release(seg);
     }
