@@ -27,6 +27,11 @@ async function cli(args: readonly string[], env: NodeJS.ProcessEnv = {}) {
   return { code: exit.code, stdout: proc.stdout(), stderr: proc.stderr(), output: proc.output() };
 }
 
+/** `dagsync sync` of `store` from the validator until it holds the chain's end. */
+function syncToEnd(store: string) {
+  return cli(["sync", "--store", store, "--genesis", genesisFile, "--peer", peer, "--exit-when-synced"]);
+}
+
 /** Highest and lowest commit held by the store at `path`. */
 async function marks(path: string) {
   const store = await Store.open(path, { mustExist: true, genesis });
@@ -160,16 +165,7 @@ describe("dagsync checkpoint import", () => {
     assert.equal(imported.code, 0, imported.output);
     assert.deepEqual(await marks(store), { highest: COMMITS, lowest: COMMITS + 1 });
 
-    const synced = await cli([
-      "sync",
-      "--store",
-      store,
-      "--genesis",
-      genesisFile,
-      "--peer",
-      peer,
-      "--exit-when-synced",
-    ]);
+    const synced = await syncToEnd(store);
     assert.equal(synced.code, 0, synced.output);
     assert.deepEqual(await marks(store), { highest: COMMITS, lowest: COMMITS + 1 }, "no history below it");
 
@@ -217,16 +213,7 @@ describe("dagsync checkpoint import", () => {
       const store = join(root, `imported-${index}`);
       const imported = await cli(["checkpoint", "import", "--store", store, "--genesis", genesisFile, file]);
       assert.equal(imported.code, 0, imported.output);
-      const synced = await cli([
-        "sync",
-        "--store",
-        store,
-        "--genesis",
-        genesisFile,
-        "--peer",
-        peer,
-        "--exit-when-synced",
-      ]);
+      const synced = await syncToEnd(store);
       assert.equal(synced.code, 0, synced.output);
       assert.deepEqual(await marks(store), { highest: COMMITS, lowest: index + 1 });
     });

@@ -98,6 +98,22 @@ async function storeSnapshot(store: Store): Promise<string> {
     .join("|");
 }
 
+/** Applies the next `n` commits of a live chain to `store` and notifies the feed, as the engine does. */
+async function applyNext(
+  store: Store,
+  feed: SubDagBroadcast,
+  generated: ReturnType<DevnetChain["commits"]>,
+  n: number,
+): Promise<void> {
+  const units = [];
+  for (let i = 0; i < n; i++) {
+    const next = generated.next();
+    assert.ok(next.done !== true, "the chain ran out");
+    units.push(toUnit(next.value));
+  }
+  await store.apply(units);
+  feed.notify();
+}
 describe("server RPCs on a devnet store", () => {
   let fx: DevnetFixture;
   let srv: RunningServer;
@@ -709,17 +725,7 @@ describe("SubscribeCommits follows a growing store through a feed", () => {
   let c: PeerClient;
   const INITIAL = 40;
 
-  /** Applies the next `n` generated commits and notifies the feed. */
-  async function grow(n: number): Promise<void> {
-    const units = [];
-    for (let i = 0; i < n; i++) {
-      const next = generated.next();
-      assert.ok(next.done !== true, "the chain ran out");
-      units.push(toUnit(next.value));
-    }
-    await store.apply(units);
-    feed.notify();
-  }
+  const grow = (n: number) => applyNext(store, feed, generated, n);
 
   before(async () => {
     dir = await tempDir();
@@ -943,16 +949,7 @@ describe("SubscribeCommits: a lagging subscriber is cut off, a fast one is not",
   let feed: SubDagBroadcast;
   let srv: RunningServer;
 
-  async function grow(n: number): Promise<void> {
-    const units = [];
-    for (let i = 0; i < n; i++) {
-      const next = generated.next();
-      assert.ok(next.done !== true, "the chain ran out");
-      units.push(toUnit(next.value));
-    }
-    await store.apply(units);
-    feed.notify();
-  }
+  const grow = (n: number) => applyNext(store, feed, generated, n);
 
   before(async () => {
     dir = await tempDir();
