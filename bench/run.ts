@@ -36,7 +36,7 @@ const BLOCKS = Number(process.env.BENCH_BLOCKS ?? (QUICK ? 20_000 : 100_000));
 const BLOCKS_PER_COMMIT = 4.5;
 
 /** What bin/dagsync (the installed command) sets: a fixed glibc mmap threshold (see that file). */
-const NODE_ENV = { ...process.env, MALLOC_MMAP_THRESHOLD_: process.env.MALLOC_MMAP_THRESHOLD_ ?? "131072" };
+const CHILD_ENV = { ...process.env, MALLOC_MMAP_THRESHOLD_: process.env.MALLOC_MMAP_THRESHOLD_ ?? "131072" };
 
 async function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -64,7 +64,7 @@ async function serve(store: string): Promise<{ address: string; child: ChildProc
   const address = `127.0.0.1:${port}`;
   const child = spawn(process.execPath, [CLI, "serve", "--store", store, "--listen", address], {
     stdio: ["ignore", "ignore", "inherit"],
-    env: { ...NODE_ENV, DAGSYNC_LOG_LEVEL: "warn" },
+    env: { ...CHILD_ENV, DAGSYNC_LOG_LEVEL: "warn" },
   });
   const client = new PeerClient(address);
   for (let i = 0; ; i++) {
@@ -184,7 +184,7 @@ async function catchUp(summary: DevnetSummary): Promise<CatchUp> {
   try {
     const args = [CLI, "sync", "--store", store, "--genesis", summary.genesisFile, "--exit-when-synced"];
     for (const s of servers) args.push("--peer", s.address);
-    const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "pipe"], env: NODE_ENV });
+    const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "pipe"], env: CHILD_ENV });
     const memory = peakMemory(child.pid ?? 0);
     let log = "";
     child.stderr.on("data", (d: Buffer) => {
@@ -222,7 +222,7 @@ const f = (n: number, d = 1) => n.toFixed(d);
 
 async function main(): Promise<void> {
   console.log(
-    `dagsync benchmarks — node ${process.version}, MALLOC_MMAP_THRESHOLD_=${NODE_ENV.MALLOC_MMAP_THRESHOLD_}, ${new Date().toISOString()}${QUICK ? " (quick)" : ""}`,
+    `dagsync benchmarks — node ${process.version}, MALLOC_MMAP_THRESHOLD_=${CHILD_ENV.MALLOC_MMAP_THRESHOLD_}, ${new Date().toISOString()}${QUICK ? " (quick)" : ""}`,
   );
   const limits: Limits = await measureLimits();
   console.log("\nphysical limits (this run)");
