@@ -8,14 +8,14 @@
  * Devnets are generated once and cached in bench/.cache.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
-import { mkdir, readFile, rm } from "node:fs/promises";
+import { readFileSync } from "node:fs";
+import { mkdir, rm } from "node:fs/promises";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { PeerClient } from "../src/client/index.js";
 import { parseCommit } from "../src/core/index.js";
-import { type DevnetSummary, writeDevnet } from "../src/devnet/write.js";
+import { type DevnetSummary, readDevnetSummary, writeDevnet } from "../src/devnet/write.js";
 import type { BlockRef } from "../src/gen/dagsync/v1/types_pb.js";
 import { Store } from "../src/store/index.js";
 import {
@@ -49,8 +49,8 @@ async function freePort(): Promise<number> {
 
 async function devnet(blocks: number): Promise<DevnetSummary> {
   const dir = join(CACHE, `devnet-${blocks}`);
-  if (existsSync(join(dir, "devnet.json")))
-    return JSON.parse(await readFile(join(dir, "devnet.json"), "utf8")) as DevnetSummary;
+  const cached = await readDevnetSummary(dir);
+  if (cached !== undefined) return cached;
   await rm(dir, { recursive: true, force: true });
   await mkdir(CACHE, { recursive: true });
   const epochs = 4;

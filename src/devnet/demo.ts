@@ -6,7 +6,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { readFile, rm } from "node:fs/promises";
+import { rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
@@ -18,7 +18,7 @@ import { Ed25519Signer } from "../crypto/keys.js";
 import { type FullNode, startFullNode } from "../node/full-node.js";
 import { reportProgress } from "../node/progress.js";
 import type { DevnetOptions } from "./chain.js";
-import { type DevnetSummary, writeDevnet } from "./write.js";
+import { readDevnetSummary, writeDevnet } from "./write.js";
 
 export interface DemoOptions {
   readonly dir: string;
@@ -129,9 +129,15 @@ function reportLive(node: FullNode, validators: readonly string[]): { stop: () =
 export async function runDemo(options: DemoOptions): Promise<void> {
   const { log } = options;
   const dir = resolve(options.dir);
-  let summary: DevnetSummary;
-  if (existsSync(join(dir, "devnet.json"))) {
-    summary = JSON.parse(await readFile(join(dir, "devnet.json"), "utf8")) as DevnetSummary;
+  let summary = await readDevnetSummary(dir);
+  if (summary === undefined && existsSync(join(dir, "devnet.json"))) {
+    log.warn(
+      { dir },
+      "the devnet there was written by an older dagsync (another store layout): generating it again",
+    );
+    await rm(dir, { recursive: true, force: true });
+  }
+  if (summary !== undefined) {
     log.info(
       { dir, commits: summary.commits, blocks: summary.blocks },
       "using the existing devnet (delete the folder for a new one)",

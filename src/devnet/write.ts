@@ -9,11 +9,11 @@
  *   validator-<i>/network.key
  *   validator-<i>/store/          LevelDB store holding the whole chain
  */
-import { cp, mkdir, readdir, writeFile } from "node:fs/promises";
+import { cp, mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { toHex } from "../core/bytes.js";
 import { writeKeyFile } from "../crypto/key-file.js";
-import { type ApplyUnit, Store } from "../store/index.js";
+import { type ApplyUnit, STORE_LAYOUT, Store } from "../store/index.js";
 import { DevnetChain, type DevnetOptions } from "./chain.js";
 
 export interface DevnetSummary {
@@ -25,6 +25,8 @@ export interface DevnetSummary {
   readonly blocks: number;
   readonly blockBytes: number;
   readonly epochs: number;
+  /** The store layout the validators' stores were written with (`STORE_LAYOUT`). */
+  readonly storeLayout: number;
   readonly validators: {
     readonly index: number;
     readonly syncAddress: string;
@@ -122,6 +124,7 @@ export async function writeDevnet(dir: string, options: Partial<DevnetOptions> =
     blocks,
     blockBytes,
     epochs: o.epochs,
+    storeLayout: STORE_LAYOUT,
     validators,
     options: o,
   };
@@ -129,4 +132,18 @@ export async function writeDevnet(dir: string, options: Partial<DevnetOptions> =
   // Where the chain stands, so that live validators continue it (dagsync serve --live).
   await writeFile(join(dir, DEVNET_STATE_FILE), JSON.stringify(chain.snapshot()));
   return summary;
+}
+
+/**
+ * The summary of the devnet in `dir`, when one was written there with the current store layout;
+ * undefined when there is none or it is stale (the caller regenerates it).
+ */
+export async function readDevnetSummary(dir: string): Promise<DevnetSummary | undefined> {
+  let summary: DevnetSummary;
+  try {
+    summary = JSON.parse(await readFile(join(dir, "devnet.json"), "utf8")) as DevnetSummary;
+  } catch {
+    return undefined;
+  }
+  return summary.storeLayout === STORE_LAYOUT ? summary : undefined;
 }

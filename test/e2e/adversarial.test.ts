@@ -22,7 +22,7 @@ import { DevnetChain } from "../../src/devnet/chain.js";
 import type { GetStatusResponse, PeerStatus } from "../../src/gen/dagsync/v1/admin_pb.js";
 import { CommitRefSchema } from "../../src/gen/dagsync/v1/types_pb.js";
 import { WireFetchBlocksResponseSchema } from "../../src/gen/dagsync/wire/v1/wire_pb.js";
-import { Store } from "../../src/store/index.js";
+import { Store, storeDatabases } from "../../src/store/index.js";
 import { type Adversary, type Corruption, startAdversary } from "../helpers/adversary.js";
 import {
   ExitedError,
@@ -133,16 +133,18 @@ async function startNode(
   throw last instanceof Error ? last : new Error(String(last));
 }
 
-/** Every key/value of a LevelDB, grouped by sublevel (table) name, keys as hex. */
+/** Every key/value of a store, grouped by table (sublevel, and the blocks database), keys as hex. */
 async function readTables(path: string): Promise<Map<string, Map<string, Uint8Array>>> {
-  const db = new Level<Uint8Array, Uint8Array>(path, {
-    keyEncoding: "view",
-    valueEncoding: "view",
-    createIfMissing: false,
-  });
+  const paths = storeDatabases(path);
+  const options = { keyEncoding: "view", valueEncoding: "view", createIfMissing: false } as const;
+  const db = new Level<Uint8Array, Uint8Array>(paths.chain, options);
+  const blocksDb = new Level<Uint8Array, Uint8Array>(paths.blocks, options);
   await db.open();
   const tables = new Map<string, Map<string, Uint8Array>>();
   try {
+    const blocks = new Map<string, Uint8Array>();
+    for await (const [key, value] of blocksDb.iterator()) blocks.set(hex(key), value);
+    tables.set("blocks", blocks);
     for await (const [key, value] of db.iterator()) {
       // Sublevel keys are "!name!" + key.
       const end = key.indexOf(0x21, 1);
@@ -154,6 +156,7 @@ async function readTables(path: string): Promise<Map<string, Map<string, Uint8Ar
     }
   } finally {
     await db.close();
+    await blocksDb.close();
   }
   return tables;
 }

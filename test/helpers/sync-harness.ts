@@ -14,7 +14,7 @@ import { NativeVerifier } from "../../src/crypto/index.js";
 import { DevnetChain, type GeneratedCommit } from "../../src/devnet/chain.js";
 import { type Committee, CommitteeSchema } from "../../src/gen/dagsync/v1/types_pb.js";
 import { silentLogger } from "../../src/node/logger.js";
-import { Store, type TrustedCheckpoint } from "../../src/store/index.js";
+import { Store, storeDatabases, type TrustedCheckpoint } from "../../src/store/index.js";
 import { SyncEngine, type SyncEngineConfig } from "../../src/sync/engine.js";
 import type { SyncNetwork } from "../../src/sync/network.js";
 import type { SyncOptions } from "../../src/sync/options.js";
@@ -192,16 +192,17 @@ export async function assertStoreHoldsChain(
   return certified;
 }
 
-/** Entries per table (sublevel) of a closed store, read with LevelDB directly. */
+/** Entries per table (sublevel, and the blocks database) of a closed store, read with LevelDB directly. */
 export async function rawTableCounts(path: string): Promise<Record<string, number>> {
-  const db = new Level<Uint8Array, Uint8Array>(path, {
-    keyEncoding: "view",
-    valueEncoding: "view",
-    createIfMissing: false,
-  });
+  const paths = storeDatabases(path);
+  const options = { keyEncoding: "view", valueEncoding: "view", createIfMissing: false } as const;
+  const blocksDb = new Level<Uint8Array, Uint8Array>(paths.blocks, options);
+  const db = new Level<Uint8Array, Uint8Array>(paths.chain, options);
   await db.open();
   const counts: Record<string, number> = {};
   try {
+    const blocks = (await blocksDb.keys().all()).length;
+    if (blocks > 0) counts.blocks = blocks;
     for await (const key of db.keys()) {
       // A sublevel's keys are "!name!" || key.
       const end = key.indexOf(0x21, 1);
@@ -210,6 +211,7 @@ export async function rawTableCounts(path: string): Promise<Record<string, numbe
     }
   } finally {
     await db.close();
+    await blocksDb.close();
   }
   return counts;
 }

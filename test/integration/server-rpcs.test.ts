@@ -30,7 +30,7 @@ import { PeerStatusSchema } from "../../src/gen/dagsync/v1/admin_pb.js";
 import { FetchCommitsRequestSchema, type PushCommitRequest } from "../../src/gen/dagsync/v1/sync_pb.js";
 import { type BlockRef, CommitRefSchema } from "../../src/gen/dagsync/v1/types_pb.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../../src/gen/grpc/health/v1/health_pb.js";
-import { Store } from "../../src/store/index.js";
+import { Store, storeDatabases } from "../../src/store/index.js";
 import { SubDagBroadcast } from "../../src/sync/broadcast.js";
 import { run, spawnNode } from "../fixtures/child-process.js";
 import {
@@ -1149,8 +1149,9 @@ describe("dagsync serve refuses to start with a one-line error and no stack trac
     await foreign.close();
     // A real dagsync store whose MANIFEST is damaged.
     await cp(fx.storePath(2), join(root, "corrupt"), { recursive: true });
-    for (const f of await readdir(join(root, "corrupt")))
-      if (f.startsWith("MANIFEST-")) await writeFile(join(root, "corrupt", f), "");
+    const corruptChain = storeDatabases(join(root, "corrupt")).chain;
+    for (const f of await readdir(corruptChain))
+      if (f.startsWith("MANIFEST-")) await writeFile(join(corruptChain, f), "");
     await writeFile(join(root, "a-file"), "not a directory");
     lockedStore = await Store.open(fx.storePath(3));
     const cases: [string, string, string?][] = [
@@ -1201,7 +1202,9 @@ describe("dagsync serve refuses to start with a one-line error and no stack trac
   test("a LevelDB that is not a dagsync store", async () => {
     await assertOneLine(
       "foreign",
-      new RegExp(`store ${join(root, "foreign")} has no genesis: it was never initialized$`),
+      new RegExp(
+        `store ${join(root, "foreign")} is a single LevelDB database, not a dagsync store of this version`,
+      ),
     );
   });
 

@@ -2,7 +2,8 @@
  * Atomicity of store.apply across a real crash: a child process applies a generated chain (one
  * commit per call, and some multi-commit calls) and is SIGKILLed after a random delay, several
  * times over the same store. After every kill the store must hold exactly the commits of the calls
- * that completed, every one whole (commit, blocks, certifiers, watermarks), and nothing past them.
+ * that completed, every one whole (commit, blocks, certifiers, watermarks), and nothing past them
+ * but, possibly, the blocks of the call in flight (written before its commits; Store's doc).
  */
 import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -75,8 +76,15 @@ function progressOf(child: Child) {
   return { ready, acked: acked ?? ready, inFlight, done };
 }
 
-/** Every commit 1..w whole and as generated, nothing above w, and watermarks that match. */
-async function checkConsistent(store: Store, w: number): Promise<void> {
+/**
+ * Every commit 1..w whole and as generated, nothing above w but blocks of the commits in
+ * `inFlight` (each as generated), and watermarks that match.
+ */
+async function checkConsistent(
+  store: Store,
+  w: number,
+  inFlight?: { first: number; last: number },
+): Promise<void> {
   const marks = store.watermarks;
   assert.equal(marks.highestSynced, w);
   assert.equal(marks.highestVerified, w);
@@ -103,12 +111,24 @@ async function checkConsistent(store: Store, w: number): Promise<void> {
     );
   }
 
-  // Nothing of a later commit: no commit, no block, no certifier.
+  // Nothing of a later commit: no commit, no certifier, and no block but the call in flight's.
   assert.deepEqual(await store.getCommits(w + 1, w + 1000), []);
   assert.equal(await store.getCommit(w + 1), undefined);
-  const later = all.slice(w).flatMap((c) => c.blocks.map((b) => b.ref));
+  const inCall = (c: GeneratedCommit) =>
+    inFlight !== undefined && c.index >= inFlight.first && c.index <= inFlight.last;
+  const later = all
+    .slice(w)
+    .filter((c) => !inCall(c))
+    .flatMap((c) => c.blocks.map((b) => b.ref));
   const leaked = (await store.getBlocks(later)).filter((b) => b !== undefined);
   assert.equal(leaked.length, 0, `blocks of commits above ${w} are stored`);
+  for (const c of all.slice(w).filter(inCall)) {
+    const present = await store.getBlocks(c.blocks.map((b) => b.ref));
+    present.forEach((bytes, i) => {
+      if (bytes !== undefined)
+        assert.equal(hex(bytes), hex(c.blocks[i]!.bytes), `block of commit ${c.index}`);
+    });
+  }
   assert.equal(await store.highestCertifiedIn(w + 1, TOTAL + 1), undefined);
 
   // Epoch changes exactly as far as commit w.
@@ -159,7 +179,7 @@ test("apply is atomic across SIGKILL: every reopened store is a whole prefix of 
       assert.ok(allowed.includes(w), `W = ${w}, expected one of ${allowed.join(", ")}\n${log.join("\n")}`);
       if (p.inFlight !== undefined && p.inFlight.last > p.inFlight.first) killedMidCall++;
       if (w < TOTAL) killedMidChain++;
-      await checkConsistent(store, w);
+      await checkConsistent(store, w, p.inFlight);
       previous = w;
     } finally {
       await store.close();
@@ -183,6 +203,64 @@ test("apply is atomic across SIGKILL: every reopened store is a whole prefix of 
   try {
     await checkConsistent(store, TOTAL);
     assert.equal(store.watermarks.epoch, OPTIONS.epochs);
+  } finally {
+    await store.close();
+  }
+});
+
+test("prune resumes after SIGKILL: nothing below the watermark is served, nothing of it is left", async () => {
+  const dir = join(root, "prune");
+  const keepFrom = Math.floor(TOTAL / 2);
+  const filled = spawnTs(APPLY_CHILD, [dir, JSON.stringify(OPTIONS)]);
+  assert.equal((await filled.exited).code, 0, filled.stderr());
+  let lowest = 1;
+  for (let round = 1; round <= 3; round++) {
+    const target = lowest + 1 + Math.floor(Math.random() * ((keepFrom - lowest) / 2));
+    const child = spawnTs(APPLY_CHILD, [dir, JSON.stringify(OPTIONS), "prune", String(keepFrom)]);
+    try {
+      await child.waitForLine((l) => l.startsWith("pruned ") && Number(l.slice(7)) >= target);
+      await sleep(Math.floor(Math.random() * (MAX_EXTRA_DELAY_MS + 1)));
+      child.process.kill("SIGKILL");
+    } finally {
+      if (child.process.exitCode === null) child.process.kill("SIGKILL");
+    }
+    await child.exited;
+    const store = await Store.open(dir, { genesis: chain.genesis.bytes });
+    try {
+      const marks = store.watermarks;
+      assert.ok(marks.lowestAvailable >= target, `lowest ${marks.lowestAvailable} below ${target}`);
+      assert.equal(marks.highestSynced, TOTAL);
+      // Everything from the watermark up is whole.
+      for (let i = marks.lowestAvailable; i <= TOTAL; i++) {
+        const c = at(i);
+        assert.equal(hex(await store.getCommit(i)), hex(c.commitBytes), `commit ${i}`);
+        const blocks = await store.getBlocks(c.blocks.map((b) => b.ref));
+        assert.ok(
+          blocks.every((b) => b !== undefined),
+          `blocks of commit ${i} (lowest ${marks.lowestAvailable})`,
+        );
+      }
+      lowest = marks.lowestAvailable;
+    } finally {
+      await store.close();
+    }
+  }
+  const last = spawnTs(APPLY_CHILD, [dir, JSON.stringify(OPTIONS), "prune", String(keepFrom)]);
+  assert.equal((await last.exited).code, 0, last.stderr());
+  const store = await Store.open(dir, { genesis: chain.genesis.bytes });
+  try {
+    assert.equal(store.watermarks.lowestAvailable, keepFrom);
+    for (let i = 1; i < keepFrom; i++) {
+      const c = at(i);
+      assert.equal(await store.getCommit(i), undefined, `commit ${i} pruned`);
+      assert.equal(await store.getCertifiers(i), undefined, `certifiers of ${i} pruned`);
+      const blocks = await store.getBlocks(c.blocks.map((b) => b.ref));
+      assert.ok(
+        blocks.every((b) => b === undefined),
+        `blocks of commit ${i} pruned`,
+      );
+    }
+    assert.ok((await store.getCommit(keepFrom)) !== undefined);
   } finally {
     await store.close();
   }
