@@ -31,7 +31,8 @@ export interface DemoOptions {
   readonly log: Logger;
 }
 
-const CLI = fileURLToPath(new URL("../../bin/dagsync.js", import.meta.url));
+/** The installed command's wrapper, so that validators run with the same memory settings (bin/dagsync). */
+const CLI = fileURLToPath(new URL("../../bin/dagsync", import.meta.url));
 /** How long validators get to start listening, ms. */
 const VALIDATOR_START_TIMEOUT_MS = 20_000;
 
@@ -176,7 +177,7 @@ export async function runDemo(options: DemoOptions): Promise<void> {
     if (!existsSync(nodeKeyFile)) await writeKeyFile(nodeKeyFile, Ed25519Signer.generate());
     const nodeKey = await readKeyFile(nodeKeyFile);
     for (const v of summary.validators) {
-      const args = [CLI, "serve", "--store", v.store, "--listen", v.syncAddress];
+      const args = ["serve", "--store", v.store, "--listen", v.syncAddress];
       if (options.roundMs > 0)
         args.push(
           ...[
@@ -198,7 +199,7 @@ export async function runDemo(options: DemoOptions): Promise<void> {
             options.listen,
           ],
         );
-      const child = spawn(process.execPath, args, {
+      const child = spawn(CLI, args, {
         stdio: ["ignore", "ignore", "pipe"],
         env: { ...process.env, DAGSYNC_LOG_LEVEL: "warn" },
       });
