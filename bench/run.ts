@@ -36,8 +36,6 @@ const BLOCKS = Number(process.env.BENCH_BLOCKS ?? (QUICK ? 20_000 : 100_000));
 /** The devnet generator averages ≈ 4.5 committed blocks per commit with 4 validators. */
 const BLOCKS_PER_COMMIT = 4.5;
 
-/** What bin/dagsync (the installed command) sets: a fixed glibc mmap threshold (see that file). */
-
 async function freePort(): Promise<number> {
   return new Promise((resolve) => {
     const s = createServer().listen(0, "127.0.0.1", () => {

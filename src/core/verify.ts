@@ -169,10 +169,14 @@ export function verifyCommitBatch(input: CommitBatchInput): CommitBatchResult {
   return {
     commits: [],
     certifierBlocks: [],
-    error: new VerifyError(
-      "missing_quorum",
-      `no quorum (≥ ${committee.quorumThreshold} of ${committee.totalStake} stake) votes for commit ${last.index} ${shortHex(last.digest)}`,
-    ),
+    // When the batch was cut short by a defect (a broken link, say), the votes were for a commit
+    // past it: the defect is the cause, and names the culprit's offence more precisely.
+    error:
+      error ??
+      new VerifyError(
+        "missing_quorum",
+        `no quorum (≥ ${committee.quorumThreshold} of ${committee.totalStake} stake) votes for commit ${last.index} ${shortHex(last.digest)}`,
+      ),
   };
 }
 
