@@ -17,6 +17,8 @@
  *   relayed once to every peer except the sender.
  */
 import { randomBytes } from "node:crypto";
+import { isIP } from "node:net";
+import { checkServerIdentity } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { toHex } from "../core/bytes.js";
@@ -346,10 +348,7 @@ export class GossipNode {
     let attempt = 0;
     let timer: NodeJS.Timeout | undefined;
     let client: grpc.Client | undefined;
-    const credentials =
-      this.config.tlsCa === undefined
-        ? grpc.credentials.createInsecure()
-        : grpc.credentials.createSsl(this.config.tlsCa);
+    const { credentials, channelOptions } = dialCredentials(address, this.config.tlsCa);
     const schedule = () => {
       if (stopped || this.stopped) return;
       const exp = Math.min(
@@ -368,6 +367,7 @@ export class GossipNode {
         return;
       }
       client ??= new grpc.Client(address, credentials, {
+        ...channelOptions,
         "grpc.max_receive_message_length": this.options.maxFrameBytes,
         "grpc.max_send_message_length": this.options.maxFrameBytes,
         "grpc.keepalive_time_ms": 15_000,
@@ -635,4 +635,30 @@ export class GossipNode {
     this.dialers.clear();
     for (const s of [...this.sessions.values()]) this.close(s, undefined);
   }
+}
+
+/** TLS name sent (SNI) when dialing an IP address: any DNS name; the certificate is checked against the IP. */
+const IP_DIAL_SERVERNAME = "dagsync-peer";
+
+/**
+ * Client credentials for dialing `address`. grpc-js sends the host as the TLS server name even
+ * when it is an IP address, which RFC 6066 forbids and Node reports with a DEP0123 warning on
+ * every dialing node. For an IP host, the server name becomes a fixed DNS name and the server's
+ * certificate is still checked against the IP dialed (its subjectAltName must hold it).
+ */
+export function dialCredentials(
+  address: string,
+  tlsCa: Buffer | undefined,
+): { credentials: grpc.ChannelCredentials; channelOptions: grpc.ChannelOptions } {
+  if (tlsCa === undefined) return { credentials: grpc.credentials.createInsecure(), channelOptions: {} };
+  const host = address.startsWith("[")
+    ? address.slice(1, address.indexOf("]"))
+    : address.replace(/:\d+$/, "");
+  if (isIP(host) === 0) return { credentials: grpc.credentials.createSsl(tlsCa), channelOptions: {} };
+  return {
+    credentials: grpc.credentials.createSsl(tlsCa, null, null, {
+      checkServerIdentity: (_servername, cert) => checkServerIdentity(host, cert),
+    }),
+    channelOptions: { "grpc.ssl_target_name_override": IP_DIAL_SERVERNAME },
+  };
 }

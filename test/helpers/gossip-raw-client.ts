@@ -15,6 +15,7 @@ import {
   parseFrame,
   type RawFrame,
 } from "../../src/gossip/frames.js";
+import { dialCredentials } from "../../src/gossip/gossip-node.js";
 import { type HelloView, helloView, transcript } from "../../src/gossip/handshake.js";
 
 export const CONNECT_PATH = "/dagsync.v1.Gossip/Connect";
@@ -179,13 +180,14 @@ export async function dialerHandshake(
   return { dialer, listener, listenerSignature };
 }
 
-/** A grpc-js client to a gossip address (plaintext unless `tlsCa` is given). */
+/** A grpc-js client to a gossip address (plaintext unless `tlsCa` is given), dialing as GossipNode does. */
 export function rawClient(address: string, tlsCa?: Buffer): grpc.Client {
-  return new grpc.Client(
-    address,
-    tlsCa === undefined ? grpc.credentials.createInsecure() : grpc.credentials.createSsl(tlsCa),
-    { "grpc.max_send_message_length": 64 * 1024 * 1024, "grpc.max_receive_message_length": 64 * 1024 * 1024 },
-  );
+  const { credentials, channelOptions } = dialCredentials(address, tlsCa);
+  return new grpc.Client(address, credentials, {
+    ...channelOptions,
+    "grpc.max_send_message_length": 64 * 1024 * 1024,
+    "grpc.max_receive_message_length": 64 * 1024 * 1024,
+  });
 }
 
 /**

@@ -63,6 +63,9 @@ interface Pki {
   readonly certFile: string;
   readonly keyFile: string;
   readonly caFile: string;
+  /** Signed by the CA for another name only (no IP:127.0.0.1). */
+  readonly otherNameCert: Buffer;
+  readonly otherNameKey: Buffer;
 }
 
 /** A CA, a server certificate it signs (SAN IP:127.0.0.1, DNS:localhost), and an unrelated CA. */
@@ -121,7 +124,42 @@ async function makePki(dir: string): Promise<Pki> {
     "-extfile",
     p("server.ext"),
   ]);
+  // The same CA, for a name that is not this host.
+  await run("openssl", [
+    "req",
+    ...ec,
+    "-keyout",
+    p("other-name.key"),
+    "-out",
+    p("other-name.csr"),
+    "-subj",
+    "/CN=example.invalid",
+  ]);
+  await writeFile(
+    p("other-name.ext"),
+    "subjectAltName=DNS:example.invalid\nbasicConstraints=CA:FALSE\n" +
+      "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+  );
+  await run("openssl", [
+    "x509",
+    "-req",
+    "-in",
+    p("other-name.csr"),
+    "-CA",
+    p("ca.pem"),
+    "-CAkey",
+    p("ca.key"),
+    "-CAcreateserial",
+    "-out",
+    p("other-name.pem"),
+    "-days",
+    "2",
+    "-extfile",
+    p("other-name.ext"),
+  ]);
   return {
+    otherNameCert: await readFile(p("other-name.pem")),
+    otherNameKey: await readFile(p("other-name.key")),
     ca: await readFile(p("ca.pem")),
     otherCa: await readFile(p("other-ca.pem")),
     cert: await readFile(p("server.pem")),
@@ -151,6 +189,12 @@ describe("TLS on the gossip and sync ports", () => {
   let keys: CommitteeKeys[];
   const procs = new ProcGroup();
 
+  // grpc-js sends an IP host as the TLS server name, which Node reports once per process
+  // (DEP0123): dialing as GossipNode does must not.
+  const warnings: string[] = [];
+  const onWarning = (w: Error & { code?: string }) => warnings.push(`${w.code ?? w.name}: ${w.message}`);
+  process.on("warning", onWarning);
+
   before(async () => {
     dir = await tempDir("dagsync-tls-");
     pki = await makePki(dir);
@@ -169,6 +213,7 @@ describe("TLS on the gossip and sync ports", () => {
   });
 
   after(async () => {
+    process.off("warning", onWarning);
     await procs.stopAll();
     await devnet?.remove();
     if (dir !== undefined) await removeDir(dir);
@@ -421,6 +466,33 @@ describe("TLS on the gossip and sync ports", () => {
       exit.code,
       0,
       `dagsync serve exit ${JSON.stringify(exit)} after SIGTERM (${(performance.now() - started).toFixed(0)} ms)\n${proc!.output()}`,
+    );
+  });
+
+  test("gossip: a certificate from the trusted CA that does not name the dialed IP is refused", async () => {
+    const listener = await startGossip({
+      chainId: chain.chainId,
+      key: keys[0]!.network,
+      committee,
+      tls: { cert: pki.otherNameCert, key: pki.otherNameKey },
+    });
+    const c = rawClient(listener.address, pki.ca);
+    try {
+      const s = new RawGossipStream(c);
+      s.send(helloBytes(freshHello(chain.chainId, keys[1]!.network)));
+      const end = await s.waitEnd(10_000);
+      assert.equal(end.codeName, "UNAVAILABLE", `${end.codeName} "${end.details}"`);
+      assert.equal(s.received.length, 0);
+    } finally {
+      c.close();
+      await listener.stop();
+    }
+  });
+
+  test("no TLS dial above sent an IP address as the server name (no DEP0123 warning)", () => {
+    assert.deepEqual(
+      warnings.filter((w) => w.startsWith("DEP0123")),
+      [],
     );
   });
 });
