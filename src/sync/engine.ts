@@ -137,8 +137,6 @@ function marks0(store: Store): number {
   return store.watermarks.lowestAvailable;
 }
 
-/** Consecutive failures after which a peer that keeps failing is banned as a staller. */
-const STALL_BAN_FAILURES = 4;
 /** Starting estimate of a block's size, bytes, before any is measured. */
 const INITIAL_BLOCK_ESTIMATE = 4096;
 
@@ -743,7 +741,7 @@ export class SyncEngine {
     if (peer.consecutiveFailures === 1 && kind !== "rate_limited")
       this.log.warn({ peer: peer.address, kind }, `${error.message} (will retry)`);
     else this.log.debug({ peer: peer.address, kind, err: error.message }, "peer call failed");
-    if (kind !== "rate_limited" && peer.consecutiveFailures >= STALL_BAN_FAILURES)
+    if (kind !== "rate_limited" && peer.consecutiveFailures >= this.options.stallBanFailures)
       this.ban(
         peer,
         "stalled",

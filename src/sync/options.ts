@@ -22,6 +22,12 @@ export interface SyncOptions {
   readonly maxApplyBatchBytes: number;
   /** How long a peer that sent invalid data is refused, ms. Default 60,000. */
   readonly banDurationMs: number;
+  /**
+   * Consecutive failed calls (deadline expired, network error) after which a peer is banned as
+   * stalled, for banDurationMs. Its work goes to other peers from the first failure on; the ban
+   * only stops it being asked again. Default 4.
+   */
+  readonly stallBanFailures: number;
   /** First retry delay after a network error, ms; doubles per consecutive failure, with jitter. Default 250. */
   readonly backoffBaseMs: number;
   /** Cap of the retry delay, ms. Default 15,000. */
@@ -46,6 +52,7 @@ export const DEFAULT_SYNC_OPTIONS: SyncOptions = {
   maxInflightBytes: 128 * 1024 * 1024,
   maxApplyBatchBytes: 2 * 1024 * 1024,
   banDurationMs: 60_000,
+  stallBanFailures: 4,
   backoffBaseMs: 250,
   backoffMaxMs: 15_000,
   explorationRate: 0.2,
