@@ -14,11 +14,13 @@
  * Values are the bytes as received, so serving is a read and a copy.
  *
  * Why two databases, where DESIGN.md §6 has one atomic batch per applied unit: blocks are ≈95 %
- * of the bytes and arrive in round order, so alone in a database their table files never overlap
- * and LevelDB moves them down the levels without rewriting them. Sharing a key space with the
+ * of the bytes and arrive almost in round order (a commit may include blocks a round or two older
+ * than its predecessor's), so alone in a database their table files barely overlap and LevelDB
+ * moves most of them down the levels without rewriting them. Sharing a key space with the
  * watermark and the commits, which every batch also writes, made every level-0 file overlap every
- * other: LevelDB then rewrote each block ≈1.7 times more in compaction and stalled writes at its
- * level-0 limit (a 100k-block catch-up, 235 MB of blocks, wrote 870 MB to disk; ≈645 MB now).
+ * other, so LevelDB rewrote far more in compaction and stalled writes at its level-0 limit: a
+ * 100k-block catch-up (235 MB of blocks) wrote 870 MB to disk, 392 MB of it in compaction; now
+ * ≈645 MB, 170 MB in compaction.
  *
  * Atomicity is kept by order: the blocks of a unit are written (one batch) before the batch that
  * writes its commit and moves the watermark, and pruning raises the watermark before it deletes.
