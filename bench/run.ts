@@ -4,6 +4,8 @@
  *   BENCH_BLOCKS  blocks in the catch-up chain (default 100000; the RSS check also syncs half)
  *   BENCH_QUICK=1 a smaller run (20000 blocks, shorter limit measurements) for a smoke test
  *   BENCH_ONLY    a comma-separated subset of: serving, catchup, gossip (default: all)
+ *   BENCH_SYNC_NODE_OPTIONS  V8 options for the syncing node only, in place of bin/dagsync's
+ *                 (e.g. "--max-old-space-size=1024", the README's lower-memory setting)
  *
  * Devnets are generated once and cached in bench/.cache.
  */
@@ -33,6 +35,7 @@ const CACHE = join(ROOT, "bench/.cache");
 const QUICK = process.env.BENCH_QUICK === "1";
 const ONLY = new Set((process.env.BENCH_ONLY ?? "serving,catchup,gossip").split(",").map((x) => x.trim()));
 const BLOCKS = Number(process.env.BENCH_BLOCKS ?? (QUICK ? 20_000 : 100_000));
+const SYNC_NODE_OPTIONS = process.env.BENCH_SYNC_NODE_OPTIONS;
 /** The devnet generator averages ≈ 4.5 committed blocks per commit with 4 validators. */
 const BLOCKS_PER_COMMIT = 4.5;
 
@@ -182,7 +185,13 @@ async function catchUp(summary: DevnetSummary): Promise<CatchUp> {
   try {
     const args = ["sync", "--store", store, "--genesis", summary.genesisFile, "--exit-when-synced"];
     for (const s of servers) args.push("--peer", s.address);
-    const child = spawn(CLI, args, { stdio: ["ignore", "ignore", "pipe"] });
+    const child = spawn(CLI, args, {
+      stdio: ["ignore", "ignore", "pipe"],
+      env:
+        SYNC_NODE_OPTIONS === undefined
+          ? process.env
+          : { ...process.env, DAGSYNC_NODE_OPTIONS: SYNC_NODE_OPTIONS },
+    });
     const memory = peakMemory(child.pid ?? 0);
     let log = "";
     child.stderr.on("data", (d: Buffer) => {
@@ -265,7 +274,9 @@ async function servingBench(limits: Limits, full: DevnetSummary): Promise<void> 
 async function catchUpBench(limits: Limits, half: DevnetSummary, full: DevnetSummary): Promise<void> {
   const small = await catchUp(half);
   const big = await catchUp(full);
-  console.log("\ncatch-up: a full node process syncing from 3 serving processes");
+  console.log(
+    `\ncatch-up: a full node process syncing from 3 serving processes${SYNC_NODE_OPTIONS === undefined ? "" : ` (node V8 options: ${SYNC_NODE_OPTIONS})`}`,
+  );
   for (const [name, r] of [
     ["half chain", small],
     ["full chain", big],
