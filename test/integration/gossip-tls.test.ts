@@ -68,7 +68,10 @@ interface Pki {
   readonly otherNameKey: Buffer;
 }
 
-/** A CA, a server certificate it signs (SAN IP:127.0.0.1, DNS:localhost), and an unrelated CA. */
+/**
+ * A CA, a server certificate it signs (SAN IP:127.0.0.1, DNS:localhost), another for
+ * example.invalid only, and an unrelated CA.
+ */
 async function makePki(dir: string): Promise<Pki> {
   const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
   const p = (f: string) => join(dir, f);
@@ -90,73 +93,46 @@ async function makePki(dir: string): Promise<Pki> {
       "-addext",
       "keyUsage=critical,keyCertSign,cRLSign",
     ]);
+  /** A server certificate signed by the CA, as `<name>.pem` and `<name>.key`. */
+  const serverCert = async (name: string, subject: string, subjectAltName: string) => {
+    await run("openssl", [
+      "req",
+      ...ec,
+      "-keyout",
+      p(`${name}.key`),
+      "-out",
+      p(`${name}.csr`),
+      "-subj",
+      subject,
+    ]);
+    await writeFile(
+      p(`${name}.ext`),
+      `subjectAltName=${subjectAltName}\nbasicConstraints=CA:FALSE\n` +
+        "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    );
+    await run("openssl", [
+      "x509",
+      "-req",
+      "-in",
+      p(`${name}.csr`),
+      "-CA",
+      p("ca.pem"),
+      "-CAkey",
+      p("ca.key"),
+      "-CAcreateserial",
+      "-out",
+      p(`${name}.pem`),
+      "-days",
+      "2",
+      "-extfile",
+      p(`${name}.ext`),
+    ]);
+  };
   await selfSignedCa("ca");
   await selfSignedCa("other-ca");
-  await run("openssl", [
-    "req",
-    ...ec,
-    "-keyout",
-    p("server.key"),
-    "-out",
-    p("server.csr"),
-    "-subj",
-    "/CN=localhost",
-  ]);
-  await writeFile(
-    p("server.ext"),
-    "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n" +
-      "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-  );
-  await run("openssl", [
-    "x509",
-    "-req",
-    "-in",
-    p("server.csr"),
-    "-CA",
-    p("ca.pem"),
-    "-CAkey",
-    p("ca.key"),
-    "-CAcreateserial",
-    "-out",
-    p("server.pem"),
-    "-days",
-    "2",
-    "-extfile",
-    p("server.ext"),
-  ]);
+  await serverCert("server", "/CN=localhost", "IP:127.0.0.1,DNS:localhost");
   // The same CA, for a name that is not this host.
-  await run("openssl", [
-    "req",
-    ...ec,
-    "-keyout",
-    p("other-name.key"),
-    "-out",
-    p("other-name.csr"),
-    "-subj",
-    "/CN=example.invalid",
-  ]);
-  await writeFile(
-    p("other-name.ext"),
-    "subjectAltName=DNS:example.invalid\nbasicConstraints=CA:FALSE\n" +
-      "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-  );
-  await run("openssl", [
-    "x509",
-    "-req",
-    "-in",
-    p("other-name.csr"),
-    "-CA",
-    p("ca.pem"),
-    "-CAkey",
-    p("ca.key"),
-    "-CAcreateserial",
-    "-out",
-    p("other-name.pem"),
-    "-days",
-    "2",
-    "-extfile",
-    p("other-name.ext"),
-  ]);
+  await serverCert("other-name", "/CN=example.invalid", "DNS:example.invalid");
   return {
     otherNameCert: await readFile(p("other-name.pem")),
     otherNameKey: await readFile(p("other-name.key")),
