@@ -16,13 +16,12 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { create, fromBinary } from "@bufbuild/protobuf";
-import { Level } from "level";
 import { PeerClient } from "../../src/client/index.js";
 import { DevnetChain } from "../../src/devnet/chain.js";
 import type { GetStatusResponse, PeerStatus } from "../../src/gen/dagsync/v1/admin_pb.js";
 import { CommitRefSchema } from "../../src/gen/dagsync/v1/types_pb.js";
 import { WireFetchBlocksResponseSchema } from "../../src/gen/dagsync/wire/v1/wire_pb.js";
-import { Store, storeDatabases } from "../../src/store/index.js";
+import { Store } from "../../src/store/index.js";
 import { type Adversary, type Corruption, startAdversary } from "../helpers/adversary.js";
 import {
   ExitedError,
@@ -36,6 +35,7 @@ import {
   waitServing,
   waitUntil,
 } from "../helpers/e2e-process.js";
+import { splitTableKey, withRawStore } from "../helpers/raw-store.js";
 import { type DevnetFixture, makeDevnet, removeDir, tempDir } from "../helpers/server.js";
 
 const DEVNET = { validators: 4, epochs: 3, commitsPerEpoch: 200, txsPerBlock: 2, txBytes: 64, seed: 21 };
@@ -135,30 +135,20 @@ async function startNode(
 
 /** Every key/value of a store, grouped by table (sublevel, and the blocks database), keys as hex. */
 async function readTables(path: string): Promise<Map<string, Map<string, Uint8Array>>> {
-  const paths = storeDatabases(path);
-  const options = { keyEncoding: "view", valueEncoding: "view", createIfMissing: false } as const;
-  const db = new Level<Uint8Array, Uint8Array>(paths.chain, options);
-  const blocksDb = new Level<Uint8Array, Uint8Array>(paths.blocks, options);
-  await db.open();
-  const tables = new Map<string, Map<string, Uint8Array>>();
-  try {
-    const blocks = new Map<string, Uint8Array>();
-    for await (const [key, value] of blocksDb.iterator()) blocks.set(hex(key), value);
-    tables.set("blocks", blocks);
-    for await (const [key, value] of db.iterator()) {
-      // Sublevel keys are "!name!" + key.
-      const end = key.indexOf(0x21, 1);
-      assert.ok(key[0] === 0x21 && end > 0, `unexpected top-level key ${hex(key)} in ${path}`);
-      const table = Buffer.from(key.subarray(1, end)).toString("utf8");
-      const t = tables.get(table) ?? new Map<string, Uint8Array>();
-      tables.set(table, t);
-      t.set(hex(key.subarray(end + 1)), value);
+  return withRawStore(path, async ({ chain, blocks }) => {
+    const tables = new Map<string, Map<string, Uint8Array>>();
+    const blockRows = new Map<string, Uint8Array>();
+    for await (const [key, value] of blocks.iterator()) blockRows.set(hex(key), value);
+    tables.set("blocks", blockRows);
+    for await (const [key, value] of chain.iterator()) {
+      const split = splitTableKey(key);
+      assert.ok(split !== undefined, `unexpected top-level key ${hex(key)} in ${path}`);
+      const t = tables.get(split.table) ?? new Map<string, Uint8Array>();
+      tables.set(split.table, t);
+      t.set(hex(split.key), value);
     }
-  } finally {
-    await db.close();
-    await blocksDb.close();
-  }
-  return tables;
+    return tables;
+  });
 }
 
 /**

@@ -7,10 +7,10 @@
  */
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
-import { Level } from "level";
 import { bytesEqual, parseCommit, sha256, toHex } from "../../src/core/index.js";
 import type { BlockRef } from "../../src/gen/dagsync/v1/types_pb.js";
-import { type ApplyUnit, Store, storeDatabases } from "../../src/store/index.js";
+import { type ApplyUnit, Store } from "../../src/store/index.js";
+import { withRawStore } from "./raw-store.js";
 
 const hex = (b: Uint8Array | undefined) => (b === undefined ? "(none)" : toHex(b));
 
@@ -152,13 +152,8 @@ export async function checkStoreIntegrity(
   }
 
   // Raw tables: nothing past the watermark, no orphan block.
-  const paths = storeDatabases(path);
-  const db = new Level<Uint8Array, Uint8Array>(paths.chain, { ...VIEW, createIfMissing: false });
-  const blocksDb = new Level<Uint8Array, Uint8Array>(paths.blocks, { ...VIEW, createIfMissing: false });
-  await db.open();
-  await blocksDb.open();
-  try {
-    const table = (name: string) => db.sublevel<Uint8Array, Uint8Array>(name, VIEW);
+  await withRawStore(path, async ({ chain, blocks }) => {
+    const table = (name: string) => chain.sublevel<Uint8Array, Uint8Array>(name, VIEW);
     const commitKeys = (await table("commits").keys().all()).map(u64);
     assert.equal(commitKeys.length, Math.max(0, result.highest - result.lowest + 1), `${path}: commit rows`);
     if (commitKeys.length > 0) {
@@ -166,7 +161,7 @@ export async function checkStoreIntegrity(
       assert.equal(commitKeys.at(-1), result.highest, `${path}: no commit row past the watermark`);
     }
     let referenced = 0;
-    for await (const [key, value] of blocksDb.iterator()) {
+    for await (const [key, value] of blocks.iterator()) {
       const digest = key.subarray(8);
       const ref = refs.get(`${u32(key, 0)}/${u32(key, 4)}/${hex(digest)}`);
       if (ref !== undefined) referenced++;
@@ -184,10 +179,7 @@ export async function checkStoreIntegrity(
       assert.ok(u64(value) <= result.highest, `${path}: an epoch end (${u64(value)}) past the watermark`);
     for (const key of await table("committees").keys().all())
       assert.ok(u64(key) <= result.epoch, `${path}: a committee of epoch ${u64(key)} past the watermark`);
-  } finally {
-    await db.close();
-    await blocksDb.close();
-  }
+  });
   return result;
 }
 

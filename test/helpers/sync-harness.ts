@@ -8,16 +8,16 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { toBinary } from "@bufbuild/protobuf";
-import { Level } from "level";
 import { sha256, toHex } from "../../src/core/index.js";
 import { NativeVerifier } from "../../src/crypto/index.js";
 import { DevnetChain, type GeneratedCommit } from "../../src/devnet/chain.js";
 import { type Committee, CommitteeSchema } from "../../src/gen/dagsync/v1/types_pb.js";
 import { silentLogger } from "../../src/node/logger.js";
-import { Store, storeDatabases, type TrustedCheckpoint } from "../../src/store/index.js";
+import { Store, type TrustedCheckpoint } from "../../src/store/index.js";
 import { SyncEngine, type SyncEngineConfig } from "../../src/sync/engine.js";
 import type { SyncNetwork } from "../../src/sync/network.js";
 import type { SyncOptions } from "../../src/sync/options.js";
+import { splitTableKey, withRawStore } from "./raw-store.js";
 
 export interface TestChain {
   readonly chain: DevnetChain;
@@ -194,26 +194,16 @@ export async function assertStoreHoldsChain(
 
 /** Entries per table (sublevel, and the blocks database) of a closed store, read with LevelDB directly. */
 export async function rawTableCounts(path: string): Promise<Record<string, number>> {
-  const paths = storeDatabases(path);
-  const options = { keyEncoding: "view", valueEncoding: "view", createIfMissing: false } as const;
-  const blocksDb = new Level<Uint8Array, Uint8Array>(paths.blocks, options);
-  const db = new Level<Uint8Array, Uint8Array>(paths.chain, options);
-  await db.open();
-  const counts: Record<string, number> = {};
-  try {
-    const blocks = (await blocksDb.keys().all()).length;
-    if (blocks > 0) counts.blocks = blocks;
-    for await (const key of db.keys()) {
-      // A sublevel's keys are "!name!" || key.
-      const end = key.indexOf(0x21, 1);
-      const name = key[0] === 0x21 && end > 0 ? Buffer.from(key.subarray(1, end)).toString() : "(root)";
+  return withRawStore(path, async ({ chain, blocks }) => {
+    const counts: Record<string, number> = {};
+    const blockRows = (await blocks.keys().all()).length;
+    if (blockRows > 0) counts.blocks = blockRows;
+    for await (const key of chain.keys()) {
+      const name = splitTableKey(key)?.table ?? "(root)";
       counts[name] = (counts[name] ?? 0) + 1;
     }
-  } finally {
-    await db.close();
-    await blocksDb.close();
-  }
-  return counts;
+    return counts;
+  });
 }
 
 /**
