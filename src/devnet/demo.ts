@@ -134,7 +134,7 @@ export async function runDemo(options: DemoOptions): Promise<void> {
   if (summary === undefined && existsSync(join(dir, "devnet.json"))) {
     log.warn(
       { dir },
-      "the devnet there was written by an older dagsync (another store layout): generating it again",
+      "the devnet there is unreadable or was written by another dagsync version (store layout): generating it again",
     );
     await rm(dir, { recursive: true, force: true });
   }
