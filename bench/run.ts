@@ -147,6 +147,54 @@ interface CatchUp {
   /** Peak anonymous and file-backed resident memory (Linux), MB: see peakMemory. */
   peakAnonMb: number;
   peakFileMb: number;
+  /** CPU of the syncing node (all its threads) and of the three serving processes, core-seconds. */
+  nodeCpuSeconds: number;
+  serverCpuSeconds: number;
+  floor: Floor | undefined;
+}
+
+/** The catch-up floor (bench/catch-up-floor.ts) against the same servers. */
+interface Floor {
+  seconds: number;
+  mbPerSec: number;
+  clientCpuSeconds: number;
+  serverCpuSeconds: number;
+}
+
+/** User + system CPU of a process so far, seconds (Linux /proc; NaN elsewhere). */
+function processCpuSeconds(pid: number | undefined): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+  } catch {
+    return Number.NaN;
+  }
+}
+
+const serversCpu = (children: ChildProcess[]) =>
+  children.reduce((sum, c) => sum + processCpuSeconds(c.pid), 0);
+
+/** Runs bench/catch-up-floor.ts against `peers`, taking refs from `refsStore`. */
+async function catchUpFloor(refsStore: string, peers: string[], servers: ChildProcess[]): Promise<Floor> {
+  const before = serversCpu(servers);
+  const child = spawn(
+    process.execPath,
+    ["--import", "tsx", join(ROOT, "bench/catch-up-floor.ts"), refsStore, ...peers],
+    { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, MALLOC_MMAP_THRESHOLD_: "131072" } },
+  );
+  let out = "";
+  child.stdout.on("data", (d: Buffer) => {
+    out += d;
+  });
+  const code = await new Promise<number | null>((resolve) => child.once("exit", resolve));
+  if (code !== 0) throw new Error(`catch-up floor failed (exit ${code}): ${out}`);
+  const r = JSON.parse(out.trim()) as { bytes: number; seconds: number; cpuSeconds: number };
+  return {
+    seconds: r.seconds,
+    mbPerSec: r.bytes / r.seconds / 1e6,
+    clientCpuSeconds: r.cpuSeconds,
+    serverCpuSeconds: serversCpu(servers) - before,
+  };
 }
 
 /**
@@ -177,9 +225,14 @@ function peakMemory(pid: number): { stop: () => { anonMb: number; fileMb: number
   };
 }
 
-/** A full node process syncing the whole chain from three serving processes. */
-async function catchUp(summary: DevnetSummary): Promise<CatchUp> {
+/**
+ * A full node process syncing the whole chain from three serving processes; with `floor`, the
+ * catch-up floor then runs against the same servers (refs from the fourth validator's store,
+ * which no server holds open).
+ */
+async function catchUp(summary: DevnetSummary, floor = false): Promise<CatchUp> {
   const servers = await Promise.all(summary.validators.slice(0, 3).map((v) => serve(v.store)));
+  const serverCpuBefore = serversCpu(servers.map((s) => s.child));
   const store = join(CACHE, "fullnode");
   await rm(store, { recursive: true, force: true });
   try {
@@ -207,7 +260,10 @@ async function catchUp(summary: DevnetSummary): Promise<CatchUp> {
       seconds: number;
       mbPerSec: number;
       maxRssMb: number;
+      cpuSeconds: number;
     };
+    const serverCpuSeconds = serversCpu(servers.map((s) => s.child)) - serverCpuBefore;
+    const refsStore = summary.validators[3]?.store;
     return {
       commits: r.commits,
       blocks: r.blocks,
@@ -218,6 +274,16 @@ async function catchUp(summary: DevnetSummary): Promise<CatchUp> {
       maxRssMb: r.maxRssMb,
       peakAnonMb: peaks.anonMb,
       peakFileMb: peaks.fileMb,
+      nodeCpuSeconds: r.cpuSeconds,
+      serverCpuSeconds,
+      floor:
+        floor && refsStore !== undefined
+          ? await catchUpFloor(
+              refsStore,
+              servers.map((s) => s.address),
+              servers.map((s) => s.child),
+            )
+          : undefined,
     };
   } finally {
     await stop(servers.map((s) => s.child));
@@ -273,7 +339,7 @@ async function servingBench(limits: Limits, full: DevnetSummary): Promise<void> 
 
 async function catchUpBench(limits: Limits, half: DevnetSummary, full: DevnetSummary): Promise<void> {
   const small = await catchUp(half);
-  const big = await catchUp(full);
+  const big = await catchUp(full, true);
   console.log(
     `\ncatch-up: a full node process syncing from 3 serving processes${SYNC_NODE_OPTIONS === undefined ? "" : ` (node V8 options: ${SYNC_NODE_OPTIONS})`}`,
   );
@@ -284,12 +350,22 @@ async function catchUpBench(limits: Limits, half: DevnetSummary, full: DevnetSum
     console.log(
       `  ${name}: ${r.commits} commits, ${r.blocks} blocks in ${f(r.seconds, 2)} s — ${f(r.commitsPerSec, 0)} commits/s, ` +
         `${f(r.blocksPerSec, 0)} blocks/s, ${f(r.mbPerSec)} MB/s; peak RSS ${f(r.maxRssMb, 0)} MB ` +
-        `(anonymous ${f(r.peakAnonMb, 0)} MB, file-backed ${f(r.peakFileMb, 0)} MB)`,
+        `(anonymous ${f(r.peakAnonMb, 0)} MB, file-backed ${f(r.peakFileMb, 0)} MB); ` +
+        `CPU node ${f(r.nodeCpuSeconds, 2)} + servers ${f(r.serverCpuSeconds, 2)} core-s`,
     );
   console.log(
     `  ratio to LevelDB batch-write bound   ${f(big.mbPerSec / limits.leveldbWriteMBps, 2)}  (target ≥ 0.5)`,
   );
   console.log(`  ratio to raw gRPC stream bound       ${f(big.mbPerSec / limits.grpcStreamMBps, 2)}`);
+  const fl = big.floor;
+  if (fl !== undefined) {
+    console.log(
+      `  floor (bench/catch-up-floor.ts: the same blocks from the same servers, digest-checked and written, nothing else):\n` +
+        `    ${f(fl.seconds, 2)} s — ${f(fl.mbPerSec)} MB/s, ratio to LevelDB bound ${f(fl.mbPerSec / limits.leveldbWriteMBps, 2)}; ` +
+        `CPU client ${f(fl.clientCpuSeconds, 2)} + servers ${f(fl.serverCpuSeconds, 2)} core-s`,
+    );
+    console.log(`  catch-up / floor                     ${f(big.mbPerSec / fl.mbPerSec, 2)}`);
+  }
   console.log(
     `  peak RSS half → full chain           ${f(small.maxRssMb, 0)} → ${f(big.maxRssMb, 0)} MB  (target ≤ 300 MB, flat)`,
   );

@@ -126,6 +126,10 @@ describe("dagsync sync (multi-process)", { timeout: 120_000 }, () => {
     assert.ok(done !== undefined, `final summary line\n${r.output}`);
     assert.equal(done.highest, HIGHEST);
     assert.equal(done.commits, HIGHEST);
+    assert.ok(
+      typeof done.cpuSeconds === "number" && done.cpuSeconds > 0 && done.cpuSeconds < 600,
+      `cpuSeconds in the summary: ${done.cpuSeconds}`,
+    );
 
     const same = await assertSameChain(reference, synced(), 1, HIGHEST);
     assert.ok(same.blocks > HIGHEST, `blocks compared: ${same.blocks}`);
