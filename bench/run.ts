@@ -5,7 +5,11 @@
  *   BENCH_QUICK=1 a smaller run (20000 blocks, shorter limit measurements) for a smoke test
  *   BENCH_ONLY    a comma-separated subset of: serving, catchup, gossip (default: all)
  *   BENCH_SYNC_NODE_OPTIONS  V8 options for the syncing node only, in place of bin/dagsync's
- *                 (e.g. "--max-old-space-size=1024", the README's lower-memory setting)
+ *                 (e.g. "" for V8's defaults instead of the 1 GB heap limit)
+ *
+ * The full-chain catch-up is followed by the catch-up floor (bench/catch-up-floor.ts) against
+ * the same servers: what fetching, digest-checking and writing the blocks costs with nothing
+ * else, the most a catch-up could reach on this machine.
  *
  * Devnets are generated once and cached in bench/.cache.
  */
