@@ -22,11 +22,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Level } from "level";
 import { PeerClient } from "../src/client/index.js";
-import { bytesEqual, parseCommit, sha256 } from "../src/core/index.js";
+import { bytesEqual, sha256 } from "../src/core/index.js";
 import type { BlockRef } from "../src/gen/dagsync/v1/types_pb.js";
-import { Store } from "../src/store/index.js";
 import { blockKey } from "../src/store/keys.js";
 import { DEFAULT_SYNC_OPTIONS } from "../src/sync/options.js";
+import { allRefs } from "./chain-refs.js";
 
 /** FetchBlocks calls in flight (module comment). */
 const REQUESTS_IN_FLIGHT = 4;
@@ -37,19 +37,8 @@ if (refsStore === undefined || peers.length === 0) {
   process.exit(2);
 }
 
-async function readRefs(path: string): Promise<BlockRef[]> {
-  const store = await Store.open(path, { mustExist: true });
-  const refs: BlockRef[] = [];
-  const highest = store.watermarks.highestSynced;
-  for (let i = 1; i <= highest; i += 1000)
-    for (const c of await store.getCommits(i, Math.min(i + 999, highest)))
-      refs.push(...parseCommit(c).commit.blocks);
-  await store.close();
-  return refs;
-}
-
 async function main(): Promise<void> {
-  const refs = await readRefs(refsStore!);
+  const refs = await allRefs(refsStore!);
   const { blocksPerRequest, maxApplyBatchBytes } = DEFAULT_SYNC_OPTIONS;
   const chunks: BlockRef[][] = [];
   for (let i = 0; i < refs.length; i += blocksPerRequest) chunks.push(refs.slice(i, i + blocksPerRequest));

@@ -20,10 +20,9 @@ import { createServer } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { PeerClient } from "../src/client/index.js";
-import { parseCommit } from "../src/core/index.js";
 import { type DevnetSummary, readDevnetSummary, writeDevnet } from "../src/devnet/write.js";
 import type { BlockRef } from "../src/gen/dagsync/v1/types_pb.js";
-import { Store } from "../src/store/index.js";
+import { allRefs } from "./chain-refs.js";
 import {
   BLOCKS_PER_SECOND_PER_NODE,
   FLOOD_FACTOR,
@@ -96,16 +95,6 @@ async function stop(children: ChildProcess[]): Promise<void> {
         }),
     ),
   );
-}
-
-async function allRefs(store: string): Promise<BlockRef[]> {
-  const s = await Store.open(store, { mustExist: true });
-  const refs: BlockRef[] = [];
-  for (let i = 1; i <= s.watermarks.highestSynced; i += 1000)
-    for (const c of await s.getCommits(i, Math.min(i + 999, s.watermarks.highestSynced)))
-      refs.push(...parseCommit(c).commit.blocks);
-  await s.close();
-  return refs;
 }
 
 /** FetchBlocks serving throughput: `clients` connections fetch every block in chunks of 1000 refs. */
