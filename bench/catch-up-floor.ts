@@ -23,10 +23,9 @@ import { join } from "node:path";
 import { Level } from "level";
 import { PeerClient } from "../src/client/index.js";
 import { bytesEqual, sha256 } from "../src/core/index.js";
-import type { BlockRef } from "../src/gen/dagsync/v1/types_pb.js";
 import { blockKey } from "../src/store/keys.js";
 import { DEFAULT_SYNC_OPTIONS } from "../src/sync/options.js";
-import { allRefs } from "./chain-refs.js";
+import { allRefs, fetchEveryBlock } from "./chain-refs.js";
 
 /** FetchBlocks calls in flight (module comment). */
 const REQUESTS_IN_FLIGHT = 4;
@@ -40,8 +39,6 @@ if (refsStore === undefined || peers.length === 0) {
 async function main(): Promise<void> {
   const refs = await allRefs(refsStore!);
   const { blocksPerRequest, maxApplyBatchBytes } = DEFAULT_SYNC_OPTIONS;
-  const chunks: BlockRef[][] = [];
-  for (let i = 0; i < refs.length; i += blocksPerRequest) chunks.push(refs.slice(i, i + blocksPerRequest));
   const clients = peers.map((p) => new PeerClient(p));
   for (const c of clients) await c.getCommitAvailability(); // connections up before the clock starts
   const dir = await mkdtemp(join(tmpdir(), "dagsync-floor-"));
@@ -50,8 +47,6 @@ async function main(): Promise<void> {
 
   const cpuAtStart = process.cpuUsage();
   const started = performance.now();
-  let nextChunk = 0;
-  let bytes = 0;
   let blocks = 0;
   // One writer, as in the node: batches are written one after another.
   let pending: { type: "put"; key: Uint8Array; value: Uint8Array }[] = [];
@@ -68,31 +63,23 @@ async function main(): Promise<void> {
       queuedBatches--;
     });
   };
-  await Promise.all(
-    Array.from({ length: REQUESTS_IN_FLIGHT }, async (_, worker) => {
-      for (;;) {
-        const chunk = chunks[nextChunk++];
-        if (chunk === undefined) return;
-        let rest = chunk;
-        while (rest.length > 0) {
-          const res = await clients[(worker + nextChunk) % clients.length]!.fetchBlocks(rest);
-          if (res.blocks.length === 0) throw new Error("a server returned no blocks");
-          res.blocks.forEach((block, k) => {
-            const ref = rest[k]!;
-            if (!bytesEqual(sha256(block), ref.digest)) throw new Error(`block ${k} does not match its ref`);
-            pending.push({ type: "put", key: blockKey(ref), value: block });
-            pendingBytes += block.length;
-          });
-          bytes += res.bytes;
-          blocks += res.blocks.length;
-          rest = rest.slice(res.blocks.length);
-          if (pendingBytes >= maxApplyBatchBytes) flush();
-          // Fetching runs ahead of the writer by at most 32 batches (64 MiB), as the node's budget allows.
-          if (queuedBatches > 32) await writing;
-        }
-      }
-    }),
-  );
+  const bytes = await fetchEveryBlock(refs, {
+    workers: REQUESTS_IN_FLIGHT,
+    refsPerCall: blocksPerRequest,
+    clientFor: (worker, chunk) => clients[(worker + chunk) % clients.length]!,
+    onResponse: async (answered, res) => {
+      res.blocks.forEach((block, k) => {
+        const ref = answered[k]!;
+        if (!bytesEqual(sha256(block), ref.digest)) throw new Error(`block ${k} does not match its ref`);
+        pending.push({ type: "put", key: blockKey(ref), value: block });
+        pendingBytes += block.length;
+      });
+      blocks += res.blocks.length;
+      if (pendingBytes >= maxApplyBatchBytes) flush();
+      // Fetching runs ahead of the writer by at most 32 batches (64 MiB), as the node's budget allows.
+      if (queuedBatches > 32) await writing;
+    },
+  });
   flush();
   await writing;
   const seconds = (performance.now() - started) / 1000;

@@ -22,7 +22,7 @@ import { fileURLToPath } from "node:url";
 import { PeerClient } from "../src/client/index.js";
 import { type DevnetSummary, readDevnetSummary, writeDevnet } from "../src/devnet/write.js";
 import type { BlockRef } from "../src/gen/dagsync/v1/types_pb.js";
-import { allRefs } from "./chain-refs.js";
+import { allRefs, fetchEveryBlock } from "./chain-refs.js";
 import {
   BLOCKS_PER_SECOND_PER_NODE,
   FLOOD_FACTOR,
@@ -99,31 +99,13 @@ async function stop(children: ChildProcess[]): Promise<void> {
 
 /** FetchBlocks serving throughput: `clients` connections fetch every block in chunks of 1000 refs. */
 async function fetchBlocksThroughput(address: string, refs: BlockRef[], clients: number): Promise<number> {
-  const chunks: BlockRef[][] = [];
-  for (let i = 0; i < refs.length; i += 1000) chunks.push(refs.slice(i, i + 1000));
   const pool = Array.from({ length: clients }, () => new PeerClient(address));
-  let next = 0;
-  let bytes = 0;
   const started = performance.now();
-  await Promise.all(
-    pool.map(async (client) => {
-      for (;;) {
-        const chunk = chunks[next++];
-        if (chunk === undefined) return;
-        let rest = chunk;
-        while (rest.length > 0) {
-          try {
-            const res = await client.fetchBlocks(rest);
-            bytes += res.bytes;
-            rest = rest.slice(res.blocks.length);
-          } catch (e) {
-            if ((e as { kind?: string }).kind !== "rate_limited") throw e;
-            await new Promise((r) => setTimeout(r, 20));
-          }
-        }
-      }
-    }),
-  );
+  const bytes = await fetchEveryBlock(refs, {
+    workers: clients,
+    refsPerCall: 1000,
+    clientFor: (worker) => pool[worker]!,
+  });
   const secs = (performance.now() - started) / 1000;
   for (const c of pool) c.close();
   return bytes / secs / 1e6;
