@@ -53,6 +53,7 @@ import type { SyncMetrics } from "./metrics.js";
 import type { SyncNetwork } from "./network.js";
 import { DEFAULT_SYNC_OPTIONS, type SyncOptions } from "./options.js";
 import { PeerSet, type PeerState } from "./peers.js";
+import { diagnoseStall, peerVerdict, STALL_REASONS, type StallDiagnosis } from "./stall.js";
 
 interface Verified {
   readonly commits: CommitEntry[];
@@ -72,9 +73,14 @@ interface Chunk {
 
 type SegmentState =
   | { readonly kind: "idle" }
-  | { readonly kind: "fetching_commits"; readonly peer: string }
+  | { readonly kind: "fetching_commits"; readonly peer: string; readonly requestStart: number }
   | {
       readonly kind: "fetched";
+      /**
+       * Index of `commits[0]`: the start asked for. The segment may start later by the time the
+       * batch is verified, when a batch before it ran past its end and filled part of it.
+       */
+      readonly requestStart: number;
       readonly commits: Uint8Array[];
       readonly certifiers: Uint8Array[];
       readonly peer: string;
@@ -103,7 +109,8 @@ interface Segment {
   bytes: number;
 }
 
-export type SyncPhase = "starting" | "syncing" | "synced" | "stopped";
+/** "stalled": no source can serve the next commit (see `SyncProgress.stall` for why). */
+export type SyncPhase = "starting" | "syncing" | "synced" | "stalled" | "stopped";
 
 export interface SyncEngineConfig {
   readonly store: Store;
@@ -120,6 +127,14 @@ export interface SyncEngineConfig {
    * only where a verified commit references their digest, so they need no trust.
    */
   readonly nearTipBlocks?: ((digest: Uint8Array) => Uint8Array | undefined) | undefined;
+  /** Called with the digests of the blocks of each applied store write (to let a near-tip cache drop them). */
+  readonly onBlocksApplied?: ((digests: readonly Uint8Array[]) => void) | undefined;
+}
+
+/** Why the node is stalled, and since when. */
+export interface SyncStall extends StallDiagnosis {
+  /** When no source could serve the next commit any more, ms (the engine's clock). */
+  readonly sinceMs: number;
 }
 
 export interface SyncProgress {
@@ -130,6 +145,8 @@ export interface SyncProgress {
   readonly blocksApplied: number;
   readonly bytesApplied: number;
   readonly usablePeers: number;
+  /** Set while the phase is "stalled". */
+  readonly stall: SyncStall | undefined;
 }
 
 /** The first commit a store that started from a checkpoint (or genesis) lacks. */
@@ -160,7 +177,22 @@ export class SyncEngine {
   private reservedBytes = 0;
   private blockEstimate = INITIAL_BLOCK_ESTIMATE;
   private heightsTimer: NodeJS.Timeout | undefined;
+  private tickTimer: NodeJS.Timeout | undefined;
+  /** Completed rounds of height queries. */
   private heightRounds = 0;
+  /**
+   * The height round in progress: peers still to ask (each waits for a free slot under
+   * `maxRequestsPerPeer`) and answers outstanding. At most one runs and one more is queued, so
+   * that a flood of PushCommit hints costs at most one extra round.
+   */
+  private heightRound: { due: PeerState[]; outstanding: number } | undefined;
+  private heightRoundQueued = false;
+  /** Since when no source could serve the next commit (before the grace period ends). */
+  private noSourceSince: number | undefined;
+  private stall: SyncStall | undefined;
+  private stalledAtCommit = 0;
+  private everSynced = false;
+  private runUntilSynced = false;
   private phase: SyncPhase = "starting";
   private fatal: SyncError | undefined;
   private readonly suspects = new Map<string, number>();
@@ -187,12 +219,14 @@ export class SyncEngine {
       target: Math.max(this.peers.target(now), this.store.watermarks.highestSynced),
       ...this.stats,
       usablePeers: this.peers.all().filter((p) => this.peers.isUsable(p, now)).length,
+      stall: this.stall,
     };
   }
 
   /**
    * Runs until stopped, or, with `untilSynced`, until the store holds the highest commit usable
-   * peers advertise (after at least one round of height queries).
+   * peers advertise (after at least one round of height queries). With `untilSynced`, a stall
+   * that lasts `maxStallMs` ends the run with a SyncError("stalled") that says why.
    */
   async run(untilSynced = false): Promise<void> {
     const marks = this.store.watermarks;
@@ -200,21 +234,31 @@ export class SyncEngine {
     if (committee === undefined)
       throw new SyncError("no_committee", `store has no committee for epoch ${marks.epoch}`);
     this.committees.set(marks.epoch, committee);
+    this.runUntilSynced = untilSynced;
     this.phase = "syncing";
     this.queryHeights();
     this.heightsTimer = setInterval(() => this.queryHeights(), this.options.peerQueryIntervalMs);
+    // Wakes the loop for retries after a backoff and for stall checks, which nothing else would.
+    this.tickTimer = setInterval(() => this.kick(), this.options.tickIntervalMs);
     try {
       while (!this.controller.signal.aborted) {
-        this.step();
+        this.guard("step", () => this.step());
+        const synced = this.isSynced();
+        if (this.fatal === undefined) this.guard("stall check", () => this.checkStall(synced));
         if (this.fatal !== undefined) {
           // Nothing more will be applied: cancel the requests in flight rather than let them run on.
           this.controller.abort();
           throw this.fatal;
         }
-        const synced = this.isSynced();
-        if (synced && this.phase !== "synced")
-          this.log.info({ highest: this.store.watermarks.highestSynced }, "synced");
-        this.phase = synced ? "synced" : "syncing";
+        if (synced && this.phase !== "synced") {
+          // Following the tip flips between syncing and synced at every new commit: only the
+          // first catch-up is news at info.
+          const at = this.store.watermarks.highestSynced;
+          if (this.everSynced) this.log.debug({ highest: at }, "synced");
+          else this.log.info({ highest: at }, "synced");
+          this.everSynced = true;
+        }
+        this.phase = synced ? "synced" : this.stall !== undefined ? "stalled" : "syncing";
         if (untilSynced && synced) break;
         await new Promise<void>((resolve) => {
           this.wake = resolve;
@@ -222,8 +266,87 @@ export class SyncEngine {
       }
     } finally {
       clearInterval(this.heightsTimer);
+      clearInterval(this.tickTimer);
       if (!untilSynced || this.controller.signal.aborted) this.phase = "stopped";
     }
+  }
+
+  /**
+   * Runs `fn`, one of the engine's own handlers; if it throws (a bug), the engine stops with a
+   * SyncError("internal") instead of leaving an unhandled rejection behind.
+   */
+  private guard(what: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      this.fatal ??= new SyncError(
+        "internal",
+        `${what} failed: ${e instanceof Error ? e.message : String(e)}`,
+      );
+      this.log.error({ err: e }, `sync engine: ${what} failed`);
+      this.kick();
+    }
+  }
+
+  /** Settles an I/O task through guarded handlers (see `guard`). */
+  private spawn<T>(
+    what: string,
+    task: Promise<T>,
+    onOk: (value: T) => void,
+    onError: (e: unknown) => void,
+  ): void {
+    task.then(
+      (value) => this.guard(what, () => onOk(value)),
+      (e: unknown) => this.guard(what, () => onError(e)),
+    );
+  }
+
+  /**
+   * Updates the stall diagnosis (DESIGN §4 item 7). A node is stalled once no source could serve
+   * the next commit for `stallGraceMs`; it says so once per reason, not every tick, and stays
+   * stalled until it makes progress or a healthy peer can serve again (not on every retry).
+   */
+  private checkStall(synced: boolean): void {
+    const now = this.now();
+    const next = this.store.watermarks.highestSynced + 1;
+    const diagnosis = synced ? undefined : diagnoseStall(this.peers.all(), next, now);
+    const m = this.config.metrics;
+    if (diagnosis === undefined) {
+      this.noSourceSince = undefined;
+      const stall = this.stall;
+      if (stall === undefined) return;
+      const recovered =
+        synced ||
+        next - 1 > this.stalledAtCommit ||
+        this.peers
+          .all()
+          .some((p) => p.consecutiveFailures === 0 && peerVerdict(p, next, now) === "can_serve");
+      if (!recovered) return;
+      this.stall = undefined;
+      for (const reason of STALL_REASONS) m?.stalled.set({ reason }, 0);
+      this.log.info(
+        { commit: next, stalledSeconds: Math.round((now - stall.sinceMs) / 1000) },
+        `sync resumed: a peer can serve commit ${next} again`,
+      );
+      return;
+    }
+    this.noSourceSince ??= now;
+    if (this.stall === undefined && now - this.noSourceSince < this.options.stallGraceMs) return;
+    const previous = this.stall;
+    this.stall = { ...diagnosis, sinceMs: previous?.sinceMs ?? this.noSourceSince };
+    this.stalledAtCommit = next - 1;
+    if (previous?.reason !== diagnosis.reason) {
+      for (const reason of STALL_REASONS) m?.stalled.set({ reason }, reason === diagnosis.reason ? 1 : 0);
+      this.log.warn(
+        { reason: diagnosis.reason, commit: next },
+        `sync stalled (${diagnosis.reason}): ${diagnosis.detail}; still retrying`,
+      );
+    }
+    if (this.runUntilSynced && now - this.stall.sinceMs >= this.options.maxStallMs)
+      this.fatal = new SyncError(
+        "stalled",
+        `gave up after ${Math.round((now - this.stall.sinceMs) / 1000)} s without a source (${diagnosis.reason}): ${diagnosis.detail}`,
+      );
   }
 
   /** Stops fetching and waits for a store write in progress, so that the store can close. */
@@ -231,6 +354,7 @@ export class SyncEngine {
     this.phase = "stopped";
     this.controller.abort();
     clearInterval(this.heightsTimer);
+    clearInterval(this.tickTimer);
     this.kick();
     await this.applyPromise;
   }
@@ -269,35 +393,87 @@ export class SyncEngine {
 
   // ---- heights -------------------------------------------------------------------------------
 
+  /**
+   * Starts a round of height queries, or queues one if a round is in progress (at most one is
+   * queued, however many hints arrive). Peers backing off after failures sit the round out until
+   * their retry time; off-chain peers are never asked again.
+   */
   private queryHeights(): void {
-    const pending = this.peers.all().filter((p) => !p.offChain);
-    if (pending.length === 0) {
-      this.heightRounds++;
+    if (this.heightRound !== undefined) {
+      this.heightRoundQueued = true;
       return;
     }
-    let left = pending.length;
-    for (const p of pending) {
-      const signal = AbortSignal.any([this.controller.signal, AbortSignal.timeout(5_000)]);
-      this.network.getCommitAvailability(p.address, signal).then(
+    const now = this.now();
+    const due = this.peers.all().filter((p) => !p.offChain && p.retryAt <= now);
+    this.heightRound = { due, outstanding: 0 };
+    this.launchHeightQueries();
+  }
+
+  /**
+   * Asks the round's due peers that have a free request slot: a height query counts against
+   * `maxRequestsPerPeer` like a fetch, and is launched before fetches so that it gets the next slot.
+   */
+  private launchHeightQueries(): void {
+    const round = this.heightRound;
+    if (round === undefined) return;
+    const waiting: PeerState[] = [];
+    for (const p of round.due) {
+      if (p.inflight >= this.options.maxRequestsPerPeer) {
+        waiting.push(p);
+        continue;
+      }
+      round.outstanding++;
+      p.inflight++;
+      const signal = AbortSignal.any([
+        this.controller.signal,
+        AbortSignal.timeout(this.options.heightQueryTimeoutMs),
+      ]);
+      this.spawn(
+        "height answer",
+        this.network.getCommitAvailability(p.address, signal),
         (report) => {
+          p.inflight--;
           const now = this.now();
-          if (!this.peers.updateHeights(p.address, report)) {
-            this.log.warn({ peer: p.address }, "peer serves another chain (genesis differs): never used");
-          } else {
-            const suspect = this.suspects.get(p.address);
-            this.suspects.delete(p.address);
-            if (suspect !== undefined && report.lowest <= suspect && report.highest >= suspect)
-              this.ban(p, "unavailable_range", `advertises commit ${suspect} but refuses to serve it`, now);
+          const suspect = this.suspects.get(p.address);
+          this.suspects.delete(p.address);
+          // It refused a commit it still advertises. Not evidence enough for a ban (a bug, an
+          // overload, a prune in progress), but its heights above it are not believed for a while,
+          // so that it neither gets that range again nor holds the target up.
+          if (suspect !== undefined && report.lowest <= suspect && report.highest >= suspect) {
+            p.doubtedFrom = suspect;
+            p.doubtedUntil = now + this.options.banDurationMs;
+            p.lastError = `refused commit ${suspect}, which it advertises (${report.lowest}..${report.highest}): its heights above ${suspect - 1} are ignored for ${Math.round(this.options.banDurationMs / 1000)} s`;
+            this.log.warn({ peer: p.address, commit: suspect }, p.lastError);
           }
-          if (--left === 0) this.heightRounds++;
-          this.kick();
+          if (!this.peers.updateHeights(p.address, report, now))
+            this.log.warn({ peer: p.address }, "peer serves another chain (genesis differs): never used");
+          this.endHeightQuery(round);
         },
         (e: unknown) => {
+          p.inflight--;
           this.onPeerError(p, "GetCommitAvailability", e as PeerError);
-          if (--left === 0) this.heightRounds++;
-          this.kick();
+          this.endHeightQuery(round);
         },
       );
+    }
+    round.due = waiting;
+    this.finishHeightRoundIfDone(round);
+  }
+
+  private endHeightQuery(round: { due: PeerState[]; outstanding: number }): void {
+    round.outstanding--;
+    this.finishHeightRoundIfDone(round);
+    this.kick();
+  }
+
+  private finishHeightRoundIfDone(round: { due: PeerState[]; outstanding: number }): void {
+    if (this.heightRound === round && round.outstanding === 0 && round.due.length === 0) {
+      this.heightRounds++;
+      this.heightRound = undefined;
+      if (this.heightRoundQueued) {
+        this.heightRoundQueued = false;
+        this.queryHeights();
+      }
     }
   }
 
@@ -340,6 +516,8 @@ export class SyncEngine {
     }
     this.config.metrics?.highestVerified.set(prev.index);
 
+    // Height queries first: they wait for a free slot per peer like fetches, and come first.
+    this.launchHeightQueries();
     // Launch work, head first.
     for (let i = 0; i < this.segments.length && this.requests < this.options.maxConcurrentRequests; i++) {
       const seg = this.segments[i]!;
@@ -362,7 +540,12 @@ export class SyncEngine {
         batch.push({ seg, state: seg.state });
         bytes += seg.bytes;
       }
-      this.applyPromise = this.apply(batch);
+      this.applyPromise = this.apply(batch).catch((e: unknown) => {
+        this.applying = false;
+        this.guard("apply", () => {
+          throw e;
+        });
+      });
     }
     this.config.metrics?.inflightBytes.set(this.inflightBytes);
   }
@@ -376,11 +559,14 @@ export class SyncEngine {
     if (!this.budgetAllows(estimate, head)) return;
     const peer = this.peers.pick(seg.start, seg.start, now);
     if (peer === undefined) return;
-    seg.state = { kind: "fetching_commits", peer: peer.address };
+    const requestStart = seg.start;
+    seg.state = { kind: "fetching_commits", peer: peer.address, requestStart };
     const started = performance.now();
     this.beginRequest(peer, estimate);
     const signal = this.controller.signal;
-    this.network.fetchCommits(peer.address, seg.start, seg.end, { signal, expectedBytes: estimate * 4 }).then(
+    this.spawn(
+      "FetchCommits answer",
+      this.network.fetchCommits(peer.address, seg.start, seg.end, { signal, expectedBytes: estimate * 4 }),
       (res) => {
         this.endRequest(peer, estimate);
         this.peers.recordSuccess(peer, res.bytes, performance.now() - started);
@@ -389,14 +575,20 @@ export class SyncEngine {
           { method: "FetchCommits" },
           (performance.now() - started) / 1000,
         );
-        if (!this.segments.includes(seg)) return;
-        const max = seg.end - seg.start + 1;
+        if (!this.segments.includes(seg)) return; // a batch before it covered the whole segment
         if (res.commits.length === 0) {
           seg.state = { kind: "idle" };
-          this.ban(peer, "malformed", `returned no commits for ${seg.start}..${seg.end}`, this.now());
+          this.ban(peer, "malformed", `returned no commits for ${requestStart}..${seg.end}`, this.now());
         } else {
-          const commits = res.commits.slice(0, max);
-          seg.state = { kind: "fetched", commits, certifiers: res.certifierBlocks, peer: peer.address };
+          // The whole batch, wherever it ends (DESIGN §3, the batch contract): its certifier
+          // blocks certify its last commit, so cutting it here would discard the proof.
+          seg.state = {
+            kind: "fetched",
+            requestStart,
+            commits: res.commits,
+            certifiers: res.certifierBlocks,
+            peer: peer.address,
+          };
           this.hold(seg, res.bytes);
         }
         this.kick();
@@ -413,7 +605,14 @@ export class SyncEngine {
   private verifySegment(i: number, prev: { index: number; digest: Uint8Array; epoch: number }): void {
     const seg = this.segments[i]!;
     if (seg.state.kind !== "fetched") return;
-    const { commits, certifiers, peer: address } = seg.state;
+    const { requestStart, certifiers, peer: address } = seg.state;
+    // A batch before this one may have run past its end into this segment: drop what it covered.
+    const commits = seg.state.commits.slice(seg.start - requestStart);
+    if (commits.length === 0) {
+      this.release(seg);
+      seg.state = { kind: "idle" };
+      return;
+    }
     const peer = this.peers.get(address)!;
     const committee = this.committees.get(prev.epoch);
     if (committee === undefined) return; // cannot happen: the predecessor verified and stored it
@@ -478,7 +677,7 @@ export class SyncEngine {
         bytes: 0,
       });
       seg.end = last.index;
-    }
+    } else if (last.index > seg.end) this.absorbFollowing(i, last.index);
     // Every commit's refs, in order: commit k's blocks are a contiguous run of them.
     const refs: BlockRef[] = [];
     for (const c of result.commits) for (const ref of c.commit.blocks) refs.push(ref);
@@ -514,6 +713,26 @@ export class SyncEngine {
     if (chunks.length === 0) seg.state = { kind: "ready", verified, blocks };
   }
 
+  /**
+   * Segment `i` verified through `last`, past its planned end (the server could certify nothing
+   * earlier): it takes over the segments it covers. Those wholly covered go, whatever their state
+   * (their answers in flight are ignored); one covered in part starts after `last`, and a batch
+   * it already fetched loses the covered prefix when its turn to verify comes.
+   */
+  private absorbFollowing(i: number, last: number): void {
+    const seg = this.segments[i]!;
+    while (i + 1 < this.segments.length && this.segments[i + 1]!.start <= last) {
+      const next = this.segments[i + 1]!;
+      if (next.end > last) {
+        next.start = last + 1;
+        break;
+      }
+      this.release(next);
+      this.segments.splice(i + 1, 1);
+    }
+    seg.end = last;
+  }
+
   private launchBlockFetches(
     seg: Segment,
     state: Extract<SegmentState, { kind: "fetching_blocks" }>,
@@ -531,29 +750,32 @@ export class SyncEngine {
       chunk.fetching = true;
       this.beginRequest(peer, estimate);
       const started = performance.now();
-      this.network
-        .fetchBlocks(peer.address, refs, { signal: this.controller.signal, expectedBytes: estimate })
-        .then(
-          (res) => {
-            this.endRequest(peer, estimate);
-            chunk.fetching = false;
-            this.peers.recordSuccess(peer, res.bytes, performance.now() - started);
-            this.config.metrics?.bytesFetched.inc({ method: "FetchBlocks" }, res.bytes);
-            this.config.metrics?.fetchSeconds.observe(
-              { method: "FetchBlocks" },
-              (performance.now() - started) / 1000,
-            );
-            if (seg.state !== state) return;
-            this.acceptBlocks(seg, state, chunk, refs, peer, res.blocks, res.bytes);
-            this.kick();
-          },
-          (e: unknown) => {
-            this.endRequest(peer, estimate);
-            chunk.fetching = false;
-            this.onPeerError(peer, "FetchBlocks", e as PeerError, seg.start);
-            this.kick();
-          },
-        );
+      this.spawn(
+        "FetchBlocks answer",
+        this.network.fetchBlocks(peer.address, refs, {
+          signal: this.controller.signal,
+          expectedBytes: estimate,
+        }),
+        (res) => {
+          this.endRequest(peer, estimate);
+          chunk.fetching = false;
+          this.peers.recordSuccess(peer, res.bytes, performance.now() - started);
+          this.config.metrics?.bytesFetched.inc({ method: "FetchBlocks" }, res.bytes);
+          this.config.metrics?.fetchSeconds.observe(
+            { method: "FetchBlocks" },
+            (performance.now() - started) / 1000,
+          );
+          if (seg.state !== state) return;
+          this.acceptBlocks(seg, state, chunk, refs, peer, res.blocks, res.bytes);
+          this.kick();
+        },
+        (e: unknown) => {
+          this.endRequest(peer, estimate);
+          chunk.fetching = false;
+          this.onPeerError(peer, "FetchBlocks", e as PeerError, seg.start);
+          this.kick();
+        },
+      );
     }
   }
 
@@ -653,6 +875,8 @@ export class SyncEngine {
       blockCount += u.blocks.length;
       for (const b of u.blocks) this.stats.bytesApplied += b.bytes.length;
     }
+    const applied = this.config.onBlocksApplied;
+    if (applied !== undefined) applied(units.flatMap((u) => u.blocks.map((b) => b.ref.digest)));
     this.stats.commitsApplied += units.length;
     this.stats.blocksApplied += blockCount;
     const m = this.config.metrics;
@@ -723,31 +947,28 @@ export class SyncEngine {
       return;
     }
     if (kind === "unavailable_range" && index !== undefined) {
-      // Honest peers never un-advertise a commit, but they may prune: ask again before judging.
+      // Honest peers never un-advertise a commit, but they may prune: ask again before anything
+      // else. Until the answer, it is not asked for this range.
       this.suspects.set(peer.address, index);
       peer.highest = Math.min(peer.highest, index - 1);
       peer.lastError = `${method}: ${error.message}`;
       this.queryHeights();
       return;
     }
+    // Unreachable, slow or busy peers back off (their work goes elsewhere at once); none of it is
+    // evidence of misbehaviour, so none of it bans.
     this.peers.recordFailure(
       peer,
       `${method}: ${error.message}`,
       now,
       kind === "rate_limited" ? error.retryAfterMs : undefined,
+      kind === "rate_limited",
     );
-    // The first failure of a streak is worth a line (an unreachable peer is otherwise silent
-    // until it is banned as stalled); the rest of the streak goes to debug.
+    // The first failure of a streak is worth a line; the rest of the streak goes to debug (a
+    // stall, if it comes to that, is reported once by checkStall).
     if (peer.consecutiveFailures === 1 && kind !== "rate_limited")
-      this.log.warn({ peer: peer.address, kind }, `${error.message} (will retry)`);
+      this.log.warn({ peer: peer.address, kind }, `${error.message} (will retry with backoff)`);
     else this.log.debug({ peer: peer.address, kind, err: error.message }, "peer call failed");
-    if (kind !== "rate_limited" && peer.consecutiveFailures >= this.options.stallBanFailures)
-      this.ban(
-        peer,
-        "stalled",
-        `${peer.consecutiveFailures} consecutive failures, last: ${error.message}`,
-        now,
-      );
   }
 
   /** Peers as Admin/GetStatus reports them. */

@@ -7,7 +7,14 @@ export type SyncErrorCode =
   /** A commit certified by a quorum carries an end-of-epoch committee that fails the sanity checks. */
   | "bad_next_committee"
   /** The store refused a write (disk full, closed, corrupt). */
-  | "store_write";
+  | "store_write"
+  /**
+   * `run(untilSynced)` only: no source could serve the next commit for `maxStallMs` (every peer
+   * unreachable, off-chain, banned or pruned below our head). The message says which and why.
+   */
+  | "stalled"
+  /** A bug: one of the engine's own handlers threw. The message names it. */
+  | "internal";
 
 export class SyncError extends Error {
   override readonly name = "SyncError";

@@ -1,5 +1,6 @@
 /** Sync engine metrics on a prom-client registry the node owns. */
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import { STALL_REASONS } from "./stall.js";
 
 export class SyncMetrics {
   readonly highestSynced: Gauge;
@@ -14,6 +15,7 @@ export class SyncMetrics {
   readonly inflightBytes: Gauge;
   readonly bannedPeers: Gauge;
   readonly offChainPeers: Gauge;
+  readonly stalled: Gauge<"reason">;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -78,5 +80,12 @@ export class SyncMetrics {
       help: "Peers serving another genesis (never used)",
       registers,
     });
+    this.stalled = new Gauge({
+      name: "dagsync_sync_stalled",
+      help: "1 while no source can serve the next commit, labelled with why (0 for every other reason)",
+      labelNames: ["reason"],
+      registers,
+    });
+    for (const reason of STALL_REASONS) this.stalled.set({ reason }, 0);
   }
 }

@@ -23,11 +23,23 @@ export interface SyncOptions {
   /** How long a peer that sent invalid data is refused, ms. Default 60,000. */
   readonly banDurationMs: number;
   /**
-   * Consecutive failed calls (deadline expired, network error) after which a peer is banned as
-   * stalled, for banDurationMs. Its work goes to other peers from the first failure on; the ban
-   * only stops it being asked again. Default 4.
+   * How long no source may be able to serve the next commit before the node reports itself
+   * stalled (log line, Admin status, metric), ms. Short gaps (a peer's brief backoff) are normal.
+   * Default 2,000.
    */
-  readonly stallBanFailures: number;
+  readonly stallGraceMs: number;
+  /**
+   * With `run(untilSynced)` (`--exit-when-synced`): how long a stall may last before the run
+   * fails with its reason, ms. Default 120,000 (2 minutes).
+   */
+  readonly maxStallMs: number;
+  /** Deadline of a GetCommitAvailability call, ms. Default 5,000. */
+  readonly heightQueryTimeoutMs: number;
+  /**
+   * How often the loop wakes up with nothing else to wake it (retries after a backoff, stall
+   * checks), ms. Default 250.
+   */
+  readonly tickIntervalMs: number;
   /** First retry delay after a network error, ms; doubles per consecutive failure, with jitter. Default 250. */
   readonly backoffBaseMs: number;
   /** Cap of the retry delay, ms. Default 15,000. */
@@ -52,7 +64,10 @@ export const DEFAULT_SYNC_OPTIONS: SyncOptions = {
   maxInflightBytes: 128 * 1024 * 1024,
   maxApplyBatchBytes: 2 * 1024 * 1024,
   banDurationMs: 60_000,
-  stallBanFailures: 4,
+  stallGraceMs: 2_000,
+  maxStallMs: 120_000,
+  heightQueryTimeoutMs: 5_000,
+  tickIntervalMs: 250,
   backoffBaseMs: 250,
   backoffMaxMs: 15_000,
   explorationRate: 0.2,

@@ -24,6 +24,14 @@ export interface PeerState {
   banCount: number;
   consecutiveFailures: number;
   retryAt: number;
+  /** The failures that set `retryAt` were the peer asking us to wait (rate limit), not faults. */
+  busy: boolean;
+  /**
+   * It refused commit `doubtedFrom` while still advertising it: until `doubtedUntil` (ms), its
+   * advertised heights count only up to `doubtedFrom - 1`. Not a ban: it may serve what is below.
+   */
+  doubtedFrom: number;
+  doubtedUntil: number;
   inflight: number;
   /** EWMA of bytes per second over completed fetches; undefined until measured. */
   bytesPerSecond: number | undefined;
@@ -57,6 +65,9 @@ export class PeerSet {
         banCount: 0,
         consecutiveFailures: 0,
         retryAt: 0,
+        busy: false,
+        doubtedFrom: 0,
+        doubtedUntil: 0,
         inflight: 0,
         bytesPerSecond: undefined,
         lastError: "",
@@ -84,6 +95,7 @@ export class PeerSet {
       genesisDigest: Uint8Array;
       highestDigest?: Uint8Array | undefined;
     },
+    now = 0,
   ): boolean {
     const p = this.add(address);
     p.known = true;
@@ -92,7 +104,7 @@ export class PeerSet {
       p.lastError = "serves another chain (genesis digest differs)";
       return false;
     }
-    p.highest = report.highest;
+    p.highest = p.doubtedUntil > now && report.highest >= p.doubtedFrom ? p.doubtedFrom - 1 : report.highest;
     p.lowest = report.lowest;
     p.highestDigest = report.highestDigest;
     return true;
@@ -121,18 +133,19 @@ export class PeerSet {
    * backoff whose retry time has come, as a last resort.
    */
   pick(start: number, end: number, now: number, exclude?: ReadonlySet<string>): PeerState | undefined {
-    const candidates = [...this.peers.values()].filter(
-      (p) =>
-        this.isUsable(p, now) &&
-        p.lowest <= start &&
-        p.highest >= end &&
-        p.inflight < this.options.maxRequestsPerPeer &&
-        p.retryAt <= now &&
-        !exclude?.has(p.address),
+    const covering = [...this.peers.values()].filter(
+      (p) => this.isUsable(p, now) && p.lowest <= start && p.highest >= end && !exclude?.has(p.address),
     );
-    if (candidates.length === 0) return undefined;
+    // A peer in a failure streak (unreachable, slow, busy) is a last resort, and gets one probe
+    // at a time once its backoff has passed: a stalling peer then costs one deadline per backoff
+    // period, which grows, rather than a share of the work every time.
+    const candidates = covering.filter(
+      (p) =>
+        p.retryAt <= now && p.inflight < (p.consecutiveFailures === 0 ? this.options.maxRequestsPerPeer : 1),
+    );
     const healthy = candidates.filter((p) => p.consecutiveFailures === 0);
     const pool = healthy.length > 0 ? healthy : candidates;
+    if (pool.length === 0) return undefined;
     const unmeasured = pool.filter((p) => p.bytesPerSecond === undefined);
     if (
       unmeasured.length > 0 &&
@@ -154,16 +167,21 @@ export class PeerSet {
   recordSuccess(p: PeerState, bytes: number, elapsedMs: number): void {
     p.consecutiveFailures = 0;
     p.retryAt = 0;
+    p.busy = false;
     if (bytes > 16 * 1024) {
       const sample = bytes / Math.max(elapsedMs / 1000, 0.001);
       p.bytesPerSecond = p.bytesPerSecond === undefined ? sample : 0.7 * p.bytesPerSecond + 0.3 * sample;
     } else if (p.bytesPerSecond === undefined) p.bytesPerSecond = 1; // measured, if not yet usefully
   }
 
-  /** A network error or deadline: exponential backoff with jitter. */
-  recordFailure(p: PeerState, error: string, now: number, retryAfterMs?: number): void {
+  /**
+   * A network error, deadline or refusal: exponential backoff with jitter, or the peer's own
+   * retry hint (`busy`: it asked us to wait, which is no fault).
+   */
+  recordFailure(p: PeerState, error: string, now: number, retryAfterMs?: number, busy = false): void {
     p.consecutiveFailures++;
     p.lastError = error;
+    p.busy = busy || retryAfterMs !== undefined;
     const exp = Math.min(
       this.options.backoffMaxMs,
       this.options.backoffBaseMs * 2 ** (p.consecutiveFailures - 1),

@@ -57,6 +57,13 @@ export interface FakePeerBehaviour {
   blocksPerResponse?: number;
   /** Server cap of commits per FetchCommits (default 100, as the real server). */
   maxCommitsPerFetch?: number;
+  /**
+   * The commits whose certifier blocks the peer holds (default: all). Like a node that synced
+   * with other batch sizes or from a checkpoint, it then answers by the batch contract (DESIGN
+   * §3): it ends at the highest commit it can certify within the request, or, when it can certify
+   * none there, runs past the end to the first one it can.
+   */
+  certifies?: (index: number) => boolean;
   /** Delay before each answer, ms (default 0: next macrotask). */
   latencyMs?: number;
   /** Replaces every FetchCommits response (after the knobs above) with what this returns. */
@@ -77,6 +84,8 @@ export interface FakeCall {
   readonly end?: number;
   /** FetchBlocks: refs asked for. */
   readonly refs?: number;
+  /** When the call started, performance.now() ms. */
+  readonly at: number;
   /** What was returned (commits or blocks), or the error kind. */
   readonly returned?: number;
   readonly error?: PeerErrorKind;
@@ -171,13 +180,18 @@ export class FakeSyncNetwork implements SyncNetwork {
     return b;
   }
 
-  private async record<T>(call: FakeCall, work: () => Promise<T>, count: (t: T) => number): Promise<T> {
+  private async record<T>(
+    call: Omit<FakeCall, "at">,
+    work: () => Promise<T>,
+    count: (t: T) => number,
+  ): Promise<T> {
+    const at = performance.now();
     try {
       const result = await work();
-      this.calls.push({ ...call, returned: count(result) });
+      this.calls.push({ ...call, at, returned: count(result) });
       return result;
     } catch (e) {
-      this.calls.push({ ...call, error: e instanceof PeerError ? e.kind : "rpc" });
+      this.calls.push({ ...call, at, error: e instanceof PeerError ? e.kind : "rpc" });
       throw e;
     }
   }
@@ -215,6 +229,24 @@ export class FakeSyncNetwork implements SyncNetwork {
         let last = Math.min(end, start + (b.maxCommitsPerFetch ?? 100) - 1, height);
         const epochEnd = this.epochEnds.get(first.epoch);
         if (epochEnd !== undefined) last = Math.min(last, epochEnd);
+        const certifies = b.certifies;
+        if (certifies !== undefined) {
+          let k = last;
+          while (k >= start && !certifies(k)) k--;
+          if (k < start) {
+            // Nothing certifiable within the bounds: run past them to the first certifiable commit.
+            const limit = Math.min(epochEnd ?? height, height);
+            k = last + 1;
+            while (k <= limit && !certifies(k)) k++;
+            if (k > limit)
+              throw new PeerError(
+                "unavailable_range",
+                peer,
+                `FetchCommits: no certified commit at or after ${start}`,
+              );
+          }
+          last = k;
+        }
         const chosen = this.commits.slice(start - 1, last);
         let commits = chosen.map((c) => c.commitBytes);
         let certifierBlocks = chosen.at(-1)!.certifierBlocks.slice();

@@ -1,0 +1,87 @@
+/**
+ * Why no source can serve the next commit (DESIGN.md §4 item 7: a node never waits silently).
+ *
+ * Pure: it reads the peers' state and the clock. The engine asks it each step; a diagnosis that
+ * persists for `stallGraceMs` makes the node "stalled" (log line, Admin status, metric), and,
+ * under `--exit-when-synced`, a stall that lasts `maxStallMs` ends the run with the reason.
+ *
+ * Each peer gets one verdict for commit `next`. The node is stalled when no peer can serve it
+ * and the peers do not simply agree that there is nothing more (then the node is synced).
+ */
+import type { PeerState } from "./peers.js";
+
+/** Metric label values: a small fixed set. */
+export const STALL_REASONS = ["no_peers", "unreachable", "busy", "off_chain", "banned", "pruned"] as const;
+export type StallReason = (typeof STALL_REASONS)[number];
+
+export type PeerVerdict =
+  /** Can serve `next` now, or once its requests in flight finish. */
+  | "can_serve"
+  /** Holds nothing above our head: not a source, and not a fault. */
+  | "behind"
+  /** Its heights are not known yet and it has not failed: wait for the answer. */
+  | "pending"
+  | "unreachable"
+  /** Asked us to slow down (RESOURCE_EXHAUSTED with a retry hint), or refused a range. */
+  | "busy"
+  | "off_chain"
+  | "banned"
+  /** Its lowest available commit is above `next`. */
+  | "pruned";
+
+export interface StallDiagnosis {
+  readonly reason: StallReason;
+  /** One line for people: which peers, and why each cannot serve. */
+  readonly detail: string;
+}
+
+export function peerVerdict(p: PeerState, next: number, now: number): PeerVerdict {
+  if (p.offChain) return "off_chain";
+  if (p.bannedUntil > now) return "banned";
+  if (!p.known) return p.consecutiveFailures > 0 ? "unreachable" : "pending";
+  if (p.consecutiveFailures > 0 && p.retryAt > now) return p.busy ? "busy" : "unreachable";
+  if (p.highest < next) return "behind";
+  if (p.lowest > next) return "pruned";
+  return "can_serve";
+}
+
+/** Order of precedence when the peers fail for several reasons: the most actionable first. */
+const PRECEDENCE = [
+  "pruned",
+  "unreachable",
+  "busy",
+  "banned",
+  "off_chain",
+] as const satisfies readonly (StallReason & PeerVerdict)[];
+
+/**
+ * The diagnosis for commit `next`, or undefined when some peer can serve it, an answer is
+ * pending, or every usable peer is simply not ahead of us (synced).
+ */
+export function diagnoseStall(
+  peers: readonly PeerState[],
+  next: number,
+  now: number,
+): StallDiagnosis | undefined {
+  if (peers.length === 0)
+    return { reason: "no_peers", detail: `no peer to ask for commit ${next}: give --peer addresses` };
+  const byVerdict = new Map<PeerVerdict, string[]>();
+  for (const p of peers) {
+    const v = peerVerdict(p, next, now);
+    if (v === "can_serve" || v === "pending") return undefined;
+    const list = byVerdict.get(v) ?? [];
+    list.push(p.address);
+    byVerdict.set(v, list);
+  }
+  const failing = PRECEDENCE.filter((r) => byVerdict.has(r));
+  // Everyone reachable is behind or level with us, and nobody is failing: synced, not stalled.
+  if (failing.length === 0) return undefined;
+  // Some peers are level with us and the rest cannot be reached: we cannot know if there is more.
+  const reason = failing[0]!;
+  const parts: string[] = [];
+  for (const [verdict, addresses] of byVerdict)
+    parts.push(
+      `${verdict.replace("_", "-")}: ${addresses.slice(0, 4).join(", ")}${addresses.length > 4 ? ` (+${addresses.length - 4})` : ""}`,
+    );
+  return { reason, detail: `no peer can serve commit ${next} (${parts.join("; ")})` };
+}
