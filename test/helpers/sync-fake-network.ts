@@ -84,8 +84,9 @@ export interface FakeCall {
   readonly end?: number;
   /** FetchBlocks: refs asked for. */
   readonly refs?: number;
-  /** When the call started, performance.now() ms. */
+  /** When the call started and ended, performance.now() ms. */
   readonly at: number;
+  readonly doneAt: number;
   /** What was returned (commits or blocks), or the error kind. */
   readonly returned?: number;
   readonly error?: PeerErrorKind;
@@ -181,17 +182,22 @@ export class FakeSyncNetwork implements SyncNetwork {
   }
 
   private async record<T>(
-    call: Omit<FakeCall, "at">,
+    call: Omit<FakeCall, "at" | "doneAt">,
     work: () => Promise<T>,
     count: (t: T) => number,
   ): Promise<T> {
     const at = performance.now();
     try {
       const result = await work();
-      this.calls.push({ ...call, at, returned: count(result) });
+      this.calls.push({ ...call, at, doneAt: performance.now(), returned: count(result) });
       return result;
     } catch (e) {
-      this.calls.push({ ...call, at, error: e instanceof PeerError ? e.kind : "rpc" });
+      this.calls.push({
+        ...call,
+        at,
+        doneAt: performance.now(),
+        error: e instanceof PeerError ? e.kind : "rpc",
+      });
       throw e;
     }
   }

@@ -235,3 +235,32 @@ export async function assertStoreExact(
     "table sizes: exactly the chain, nothing else",
   );
 }
+
+/** Committee of epoch `e` as a generated chain defines it (genesis, or the previous epoch's last commit). */
+export function committeeOfEpoch(
+  chain: DevnetChain,
+  commits: readonly GeneratedCommit[],
+  epoch: number,
+): Committee {
+  if (epoch === 0) return chain.genesis.committee.committee;
+  const end = commits.find((c) => c.epoch === epoch - 1 && c.nextCommittee !== undefined);
+  assert.ok(end !== undefined, `the chain has no end of epoch ${epoch - 1}`);
+  return end.nextCommittee!;
+}
+
+/** A trusted checkpoint at commit `index` of a generated chain, with the committee that certifies what follows. */
+export function checkpointAt(
+  chain: DevnetChain,
+  commits: readonly GeneratedCommit[],
+  index: number,
+): TrustedCheckpoint {
+  const c = commits[index - 1];
+  assert.ok(c !== undefined && c.index === index, `no commit ${index}`);
+  const epoch = c.nextCommittee !== undefined ? c.epoch + 1 : c.epoch;
+  return { index, digest: c.commitDigest, committee: committeeOfEpoch(chain, commits, epoch) };
+}
+
+/** Committees a store that starts after `from` (0: genesis) must hold once it holds `run`. */
+export function committeesHeld(run: readonly GeneratedCommit[]): number {
+  return 1 + run.filter((c) => c.nextCommittee !== undefined).length;
+}

@@ -36,6 +36,7 @@ import {
   assertSameCommittee,
   assertStoreExact,
   assertStoreHoldsChain,
+  committeeOfEpoch,
   makeEngine,
   rawTableCounts,
   seededRandom,
@@ -52,13 +53,7 @@ const SYNC_TIMEOUT_MS = 20_000;
 /** 12 segments of 10 commits: the first peer to answer its height gets the first 4 (its limit). */
 const TEN = { commitsPerRequest: 10 } as const satisfies Partial<SyncOptions>;
 
-/** Committee of epoch `e` as the chain defines it (genesis, or the previous epoch's last commit). */
-function committeeOf(epoch: number): Committee {
-  if (epoch === 0) return chain.genesis.committee.committee;
-  const end = commits.find((c) => c.epoch === epoch - 1 && c.nextCommittee !== undefined);
-  assert.ok(end !== undefined, `the chain has no end of epoch ${epoch - 1}`);
-  return end.nextCommittee!;
-}
+const committeeOf = (epoch: number): Committee => committeeOfEpoch(chain, commits, epoch);
 
 function at(index: number): GeneratedCommit {
   const c = commits[index - 1];
