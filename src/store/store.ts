@@ -401,6 +401,15 @@ export class Store {
     return key === undefined ? undefined : readIndexKey(key);
   }
 
+  /** The lowest commit in [from, to] whose certifier blocks are stored, or undefined. */
+  async lowestCertifiedIn(from: number, to: number): Promise<number | undefined> {
+    const keys = await this.tables.certifiers
+      .keys({ gte: indexKey(from), lte: indexKey(to), limit: 1 })
+      .all();
+    const key = keys[0];
+    return key === undefined ? undefined : readIndexKey(key);
+  }
+
   async getCommittee(epoch: number): Promise<CommitteeView | undefined> {
     const value = await this.tables.committees.get(indexKey(epoch));
     return value === undefined ? undefined : new CommitteeView(fromBinary(CommitteeSchema, value), epoch);
