@@ -9,8 +9,9 @@
  *   handshake must finish within `handshakeTimeoutMs`.
  * - Replay and impersonation: both sides sign a transcript binding both keys, nonces and
  *   timestamps; replayed Hellos (seen nonces) and stale or future timestamps are refused.
- * - One lane starving another: each lane has its own per-peer GCRA quota and bounded backlog;
- *   over either, frames are dropped and counted. BROADCAST is processed and sent first.
+ * - One lane starving another, or a peer filling memory: each lane has its own per-peer GCRA
+ *   quota and backlogs bounded by frames and by bytes, inbound and outbound; over any of them,
+ *   frames are dropped and counted under their own reason. BROADCAST is processed and sent first.
  * - Junk: an invalid signed block, an oversized or undecodable frame disconnects the peer and
  *   the Blocker refuses it for `blockDurationMs`.
  * - Loops and amplification: items are deduplicated by digest (bounded in size and age) and
@@ -106,6 +107,8 @@ type MisbehaviourKind = keyof typeof MISBEHAVIOUR;
 
 interface InboundItem {
   readonly payload: Uint8Array;
+  /** The whole frame's size (the payload is a view into it, so the frame is what is held). */
+  readonly frameBytes: number;
   readonly at: number;
 }
 
@@ -113,7 +116,11 @@ interface InboundItem {
 class Session {
   readonly keyHex: string;
   readonly inbound: Record<Lane, InboundItem[]> = { broadcast: [], mempool: [] };
+  /** Frame bytes held in `inbound`, per lane (the `inboundBacklogBytes` limit). */
+  readonly inboundBytes: Record<Lane, number> = { broadcast: 0, mempool: 0 };
   readonly outbound: Record<Lane, Uint8Array[]> = { broadcast: [], mempool: [] };
+  /** Frame bytes held in `outbound`, per lane (the `outboundBacklogBytes` limit). */
+  readonly outboundBytes: Record<Lane, number> = { broadcast: 0, mempool: 0 };
   private waitingDrain = false;
   closed = false;
 
@@ -130,8 +137,11 @@ class Session {
   pump(): void {
     if (this.closed || this.waitingDrain) return;
     for (;;) {
-      const frame = this.outbound.broadcast.shift() ?? this.outbound.mempool.shift();
+      const lane: Lane = this.outbound.broadcast.length > 0 ? "broadcast" : "mempool";
+      const frame = this.outbound[lane].shift();
       if (frame === undefined) return;
+      // Once written, the frame is grpc-js's (bounded by the stream's high-water mark), not the backlog's.
+      this.outboundBytes[lane] -= frame.byteLength;
       if (!this.stream.write(frame)) {
         this.waitingDrain = true;
         this.stream.once("drain", () => {
@@ -546,11 +556,17 @@ export class GossipNode {
       return;
     }
     const queue = session.inbound[lane];
-    if (queue.length >= this.options[lane].inboundBacklog) {
+    const limits = this.options[lane];
+    if (queue.length >= limits.inboundBacklog) {
       m?.dropped.inc({ lane, reason: "backlog" });
       return;
     }
-    queue.push({ payload: frame.payload, at: now });
+    if (session.inboundBytes[lane] + bytes.byteLength > limits.inboundBacklogBytes) {
+      m?.dropped.inc({ lane, reason: "backlog_bytes" });
+      return;
+    }
+    queue.push({ payload: frame.payload, frameBytes: bytes.byteLength, at: now });
+    session.inboundBytes[lane] += bytes.byteLength;
     this.scheduleProcessing();
   }
 
@@ -568,6 +584,7 @@ export class GossipNode {
         const queue = session.inbound[lane];
         while (budget > 0 && queue.length > 0 && !session.closed) {
           const item = queue.shift()!;
+          session.inboundBytes[lane] -= item.frameBytes;
           budget--;
           this.config.metrics?.processingSeconds.observe({ lane }, (this.now() - item.at) / 1000);
           if (lane === "broadcast") this.handleBlock(session, item.payload);
@@ -617,11 +634,17 @@ export class GossipNode {
     for (const s of this.sessions.values()) {
       if (s === except || s.closed) continue;
       const queue = s.outbound[lane];
-      if (queue.length >= this.options[lane].outboundBacklog) {
+      const limits = this.options[lane];
+      if (queue.length >= limits.outboundBacklog) {
         this.config.metrics?.dropped.inc({ lane, reason: "outbound_backlog" });
         continue;
       }
+      if (s.outboundBytes[lane] + frame.byteLength > limits.outboundBacklogBytes) {
+        this.config.metrics?.dropped.inc({ lane, reason: "outbound_backlog_bytes" });
+        continue;
+      }
       queue.push(frame);
+      s.outboundBytes[lane] += frame.byteLength;
       if (except !== undefined) this.config.metrics?.relayed.inc({ lane });
       s.pump();
     }
