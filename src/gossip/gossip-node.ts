@@ -53,7 +53,13 @@ import {
   transcript,
 } from "./handshake.js";
 import type { GossipMetrics } from "./metrics.js";
-import { type GossipOptions, type GossipOptionsInput, resolveGossipOptions } from "./options.js";
+import {
+  type GossipOptions,
+  type GossipOptionsInput,
+  resolveGossipOptions,
+  transportReceiveLimit,
+} from "./options.js";
+import { isReceiveLimitError, TransportLimitWatch } from "./transport-limit.js";
 
 export const GOSSIP_CONNECT_PATH = "/dagsync.v1.Gossip/Connect";
 
@@ -174,6 +180,13 @@ export class GossipNode {
   private processing = false;
   private stopped = false;
   private readonly admissionTimer: NodeJS.Timeout;
+  private readonly transportWatch = new TransportLimitWatch(GOSSIP_CONNECT_PATH);
+  /**
+   * The gossip port's grpc-js server must be built with `interceptors: [this]` (first) and
+   * `grpc.max_receive_message_length: transportReceiveLimit(options)`: it lets GossipNode block
+   * the sender of a frame that grpc-js cuts off (transport-limit.ts).
+   */
+  readonly serverInterceptor = this.transportWatch.interceptor;
 
   constructor(private readonly config: GossipNodeConfig) {
     this.options = resolveGossipOptions(config.options);
@@ -289,6 +302,24 @@ export class GossipNode {
     );
     call.on("error", () => clearTimeout(timer));
     call.on("cancelled", () => clearTimeout(timer));
+    let session: Session | undefined;
+    this.transportWatch.onRejected(call.metadata, (details) => {
+      if (session !== undefined) {
+        const status = this.block(session, "oversized_frame", `over the transport limit: ${details}`);
+        this.close(session, { code: status.code, reason: status.details });
+        return status; // sent instead of grpc-js's RESOURCE_EXHAUSTED: the peer learns it is blocked
+      }
+      // Before the handshake the sender's key is not proven: blocking it would let anyone get a
+      // committee member blocked. grpc-js's RESOURCE_EXHAUSTED ends the stream; it is counted.
+      done = true;
+      clearTimeout(timer);
+      this.config.metrics?.handshakes.inc({ role: "listener", result: "RESOURCE_EXHAUSTED" });
+      this.config.log.info(
+        { peer: peerLabel, reason: details },
+        "gossip handshake refused: frame over the transport limit",
+      );
+      return undefined;
+    });
     const onData = (bytes: Uint8Array) => {
       if (done) return;
       let frame: RawFrame;
@@ -341,7 +372,8 @@ export class GossipNode {
       clearTimeout(timer);
       call.off("data", onData);
       this.config.metrics?.handshakes.inc({ role: "listener", result: "OK" });
-      this.establish(new Session(theirs.networkKey, "listener", peerLabel, call));
+      session = new Session(theirs.networkKey, "listener", peerLabel, call);
+      this.establish(session);
     };
     call.on("data", onData);
   };
@@ -378,7 +410,9 @@ export class GossipNode {
       }
       client ??= new grpc.Client(address, credentials, {
         ...channelOptions,
-        "grpc.max_receive_message_length": this.options.maxFrameBytes,
+        // As on the listener: frames a little over maxFrameBytes reach receive(), bigger ones are
+        // cut off by grpc-js and reported as an "error" (see establish); both block the listener.
+        "grpc.max_receive_message_length": transportReceiveLimit(this.options),
         "grpc.max_send_message_length": this.options.maxFrameBytes,
         "grpc.keepalive_time_ms": 15_000,
       });
@@ -503,8 +537,10 @@ export class GossipNode {
       stream.end();
     });
     stream.on("error", (e: grpc.ServiceError) => {
-      if (e.code === grpc.status.RESOURCE_EXHAUSTED)
-        this.misbehaved(session, "oversized_frame", "over the limit");
+      // Dialer side: grpc-js cut off a frame from the listener over our receive limit. (A listener
+      // reports what it cut off as PERMISSION_DENIED "blocked", so this is not its verdict on us.)
+      if (session.role === "dialer" && isReceiveLimitError(e.code, e.details))
+        this.misbehaved(session, "oversized_frame", `over the transport limit: ${e.details}`);
       closed();
     });
     stream.on("close", closed);
@@ -525,6 +561,16 @@ export class GossipNode {
 
   /** Blocks the peer: `kind` is a fixed metric label, `detail` goes to the log and the peer. */
   private misbehaved(session: Session, kind: MisbehaviourKind, detail: string): void {
+    const status = this.block(session, kind, detail);
+    this.close(session, { code: status.code, reason: status.details });
+  }
+
+  /** Records the block (blocker, metric, log); returns the status to end the stream with. */
+  private block(
+    session: Session,
+    kind: MisbehaviourKind,
+    detail: string,
+  ): { code: grpc.status; details: string } {
     const reason = `${MISBEHAVIOUR[kind]}: ${detail}`;
     const until = this.blocker.block(session.key, reason, this.now());
     this.config.metrics?.blocks.inc({ reason: kind });
@@ -532,7 +578,7 @@ export class GossipNode {
       { peer: session.label, key: session.keyHex.slice(0, 16), until: new Date(until).toISOString() },
       `gossip peer blocked: ${reason}`,
     );
-    this.close(session, { code: grpc.status.PERMISSION_DENIED, reason: `blocked: ${reason}` });
+    return { code: grpc.status.PERMISSION_DENIED, details: `blocked: ${reason}` };
   }
 
   private receive(session: Session, bytes: Uint8Array): void {
