@@ -13,7 +13,17 @@
  *   quota and backlogs bounded by frames and by bytes, inbound and outbound; over any of them,
  *   frames are dropped and counted under their own reason. BROADCAST is processed and sent first.
  * - Junk: an invalid signed block, an oversized or undecodable frame disconnects the peer and
- *   the Blocker refuses it for `blockDurationMs`.
+ *   the Blocker refuses it for `blockDurationMs`. "Oversized" is any frame over `maxFrameBytes`,
+ *   including one grpc-js cuts off at its receive limit before we read it (transport-limit.ts);
+ *   before the handshake such a frame only ends the stream, as its sender's key is not proven.
+ * - Blocks of other epochs: a block is judged only against a committee we hold, and GossipNode
+ *   holds the current one only. A BROADCAST block of the current epoch that is malformed, by a
+ *   non-member or badly signed is evidence: the sender is blocked. A block of a later epoch
+ *   cannot be judged (an honest peer ahead of us, while we catch up, sends them): dropped and
+ *   counted as "unknown_epoch", never blocked. A block of an earlier epoch is stale (honest peers
+ *   still relay the previous epoch's last rounds around an epoch change, and it is of no use near
+ *   the tip): dropped and counted as "stale_epoch", never blocked, whatever its signature.
+ *   Neither is delivered or relayed. Bytes that do not parse as a block have no epoch: junk.
  * - Loops and amplification: items are deduplicated by digest (bounded in size and age) and
  *   relayed once to every peer except the sender.
  */
@@ -654,9 +664,17 @@ export class GossipNode {
     let entry: BlockEntry;
     try {
       entry = parseSignedBlock(bytes);
-      const committee = this.config.committee();
-      if (entry.epoch > committee.epoch) return; // a block of an epoch we do not know yet: not ours to judge
-      if (entry.epoch < committee.epoch) return; // stale: harmless, not relayed
+    } catch (e) {
+      return this.misbehaved(session, "invalid_block", (e as Error).message);
+    }
+    // Only a block of the epoch whose committee we hold can be judged (module comment).
+    const committee = this.config.committee();
+    if (entry.epoch !== committee.epoch) {
+      const reason = entry.epoch > committee.epoch ? "unknown_epoch" : "stale_epoch";
+      this.config.metrics?.dropped.inc({ lane: "broadcast", reason });
+      return;
+    }
+    try {
       verifySignedBlock(entry, committee, this.config.chainId, this.config.verifier);
     } catch (e) {
       return this.misbehaved(session, "invalid_block", (e as Error).message);
