@@ -9,10 +9,21 @@
  *   handshake must finish within `handshakeTimeoutMs`.
  * - Replay and impersonation: both sides sign a transcript binding both keys, nonces and
  *   timestamps; replayed Hellos (seen nonces) and stale or future timestamps are refused.
- * - One lane starving another: each lane has its own per-peer GCRA quota and bounded backlog;
- *   over either, frames are dropped and counted. BROADCAST is processed and sent first.
+ * - One lane starving another, or a peer filling memory: each lane has its own per-peer GCRA
+ *   quota and backlogs bounded by frames and by bytes, inbound and outbound; over any of them,
+ *   frames are dropped and counted under their own reason. BROADCAST is processed and sent first.
  * - Junk: an invalid signed block, an oversized or undecodable frame disconnects the peer and
- *   the Blocker refuses it for `blockDurationMs`.
+ *   the Blocker refuses it for `blockDurationMs`. "Oversized" is any frame over `maxFrameBytes`,
+ *   including one grpc-js cuts off at its receive limit before we read it (transport-limit.ts);
+ *   before the handshake such a frame only ends the stream, as its sender's key is not proven.
+ * - Blocks of other epochs: a block is judged only against a committee we hold, and GossipNode
+ *   holds the current one only. A BROADCAST block of the current epoch that is malformed, by a
+ *   non-member or badly signed is evidence: the sender is blocked. A block of a later epoch
+ *   cannot be judged (an honest peer ahead of us, while we catch up, sends them): dropped and
+ *   counted as "unknown_epoch", never blocked. A block of an earlier epoch is stale (honest peers
+ *   still relay the previous epoch's last rounds around an epoch change, and it is of no use near
+ *   the tip): dropped and counted as "stale_epoch", never blocked, whatever its signature.
+ *   Neither is delivered or relayed. Bytes that do not parse as a block have no epoch: junk.
  * - Loops and amplification: items are deduplicated by digest (bounded in size and age) and
  *   relayed once to every peer except the sender.
  */
@@ -52,7 +63,13 @@ import {
   transcript,
 } from "./handshake.js";
 import type { GossipMetrics } from "./metrics.js";
-import { type GossipOptions, type GossipOptionsInput, resolveGossipOptions } from "./options.js";
+import {
+  type GossipOptions,
+  type GossipOptionsInput,
+  resolveGossipOptions,
+  transportReceiveLimit,
+} from "./options.js";
+import { isReceiveLimitError, TransportLimitWatch } from "./transport-limit.js";
 
 export const GOSSIP_CONNECT_PATH = "/dagsync.v1.Gossip/Connect";
 
@@ -106,6 +123,8 @@ type MisbehaviourKind = keyof typeof MISBEHAVIOUR;
 
 interface InboundItem {
   readonly payload: Uint8Array;
+  /** The whole frame's size (the payload is a view into it, so the frame is what is held). */
+  readonly frameBytes: number;
   readonly at: number;
 }
 
@@ -113,7 +132,11 @@ interface InboundItem {
 class Session {
   readonly keyHex: string;
   readonly inbound: Record<Lane, InboundItem[]> = { broadcast: [], mempool: [] };
+  /** Frame bytes held in `inbound`, per lane (the `inboundBacklogBytes` limit). */
+  readonly inboundBytes: Record<Lane, number> = { broadcast: 0, mempool: 0 };
   readonly outbound: Record<Lane, Uint8Array[]> = { broadcast: [], mempool: [] };
+  /** Frame bytes held in `outbound`, per lane (the `outboundBacklogBytes` limit). */
+  readonly outboundBytes: Record<Lane, number> = { broadcast: 0, mempool: 0 };
   private waitingDrain = false;
   closed = false;
 
@@ -130,8 +153,11 @@ class Session {
   pump(): void {
     if (this.closed || this.waitingDrain) return;
     for (;;) {
-      const frame = this.outbound.broadcast.shift() ?? this.outbound.mempool.shift();
+      const lane: Lane = this.outbound.broadcast.length > 0 ? "broadcast" : "mempool";
+      const frame = this.outbound[lane].shift();
       if (frame === undefined) return;
+      // Once written, the frame is grpc-js's (bounded by the stream's high-water mark), not the backlog's.
+      this.outboundBytes[lane] -= frame.byteLength;
       if (!this.stream.write(frame)) {
         this.waitingDrain = true;
         this.stream.once("drain", () => {
@@ -164,6 +190,13 @@ export class GossipNode {
   private processing = false;
   private stopped = false;
   private readonly admissionTimer: NodeJS.Timeout;
+  private readonly transportWatch = new TransportLimitWatch(GOSSIP_CONNECT_PATH);
+  /**
+   * The gossip port's grpc-js server must be built with `interceptors: [this]` (first) and
+   * `grpc.max_receive_message_length: transportReceiveLimit(options)`: it lets GossipNode block
+   * the sender of a frame that grpc-js cuts off (transport-limit.ts).
+   */
+  readonly serverInterceptor = this.transportWatch.interceptor;
 
   constructor(private readonly config: GossipNodeConfig) {
     this.options = resolveGossipOptions(config.options);
@@ -279,6 +312,24 @@ export class GossipNode {
     );
     call.on("error", () => clearTimeout(timer));
     call.on("cancelled", () => clearTimeout(timer));
+    let session: Session | undefined;
+    this.transportWatch.onRejected(call.metadata, (details) => {
+      if (session !== undefined) {
+        const status = this.block(session, "oversized_frame", `over the transport limit: ${details}`);
+        this.close(session, { code: status.code, reason: status.details });
+        return status; // sent instead of grpc-js's RESOURCE_EXHAUSTED: the peer learns it is blocked
+      }
+      // Before the handshake the sender's key is not proven: blocking it would let anyone get a
+      // committee member blocked. grpc-js's RESOURCE_EXHAUSTED ends the stream; it is counted.
+      done = true;
+      clearTimeout(timer);
+      this.config.metrics?.handshakes.inc({ role: "listener", result: "RESOURCE_EXHAUSTED" });
+      this.config.log.info(
+        { peer: peerLabel, reason: details },
+        "gossip handshake refused: frame over the transport limit",
+      );
+      return undefined;
+    });
     const onData = (bytes: Uint8Array) => {
       if (done) return;
       let frame: RawFrame;
@@ -331,7 +382,8 @@ export class GossipNode {
       clearTimeout(timer);
       call.off("data", onData);
       this.config.metrics?.handshakes.inc({ role: "listener", result: "OK" });
-      this.establish(new Session(theirs.networkKey, "listener", peerLabel, call));
+      session = new Session(theirs.networkKey, "listener", peerLabel, call);
+      this.establish(session);
     };
     call.on("data", onData);
   };
@@ -368,7 +420,9 @@ export class GossipNode {
       }
       client ??= new grpc.Client(address, credentials, {
         ...channelOptions,
-        "grpc.max_receive_message_length": this.options.maxFrameBytes,
+        // As on the listener: frames a little over maxFrameBytes reach receive(), bigger ones are
+        // cut off by grpc-js and reported as an "error" (see establish); both block the listener.
+        "grpc.max_receive_message_length": transportReceiveLimit(this.options),
         "grpc.max_send_message_length": this.options.maxFrameBytes,
         "grpc.keepalive_time_ms": 15_000,
       });
@@ -493,8 +547,10 @@ export class GossipNode {
       stream.end();
     });
     stream.on("error", (e: grpc.ServiceError) => {
-      if (e.code === grpc.status.RESOURCE_EXHAUSTED)
-        this.misbehaved(session, "oversized_frame", "over the limit");
+      // Dialer side: grpc-js cut off a frame from the listener over our receive limit. (A listener
+      // reports what it cut off as PERMISSION_DENIED "blocked", so this is not its verdict on us.)
+      if (session.role === "dialer" && isReceiveLimitError(e.code, e.details))
+        this.misbehaved(session, "oversized_frame", `over the transport limit: ${e.details}`);
       closed();
     });
     stream.on("close", closed);
@@ -515,6 +571,16 @@ export class GossipNode {
 
   /** Blocks the peer: `kind` is a fixed metric label, `detail` goes to the log and the peer. */
   private misbehaved(session: Session, kind: MisbehaviourKind, detail: string): void {
+    const status = this.block(session, kind, detail);
+    this.close(session, { code: status.code, reason: status.details });
+  }
+
+  /** Records the block (blocker, metric, log); returns the status to end the stream with. */
+  private block(
+    session: Session,
+    kind: MisbehaviourKind,
+    detail: string,
+  ): { code: grpc.status; details: string } {
     const reason = `${MISBEHAVIOUR[kind]}: ${detail}`;
     const until = this.blocker.block(session.key, reason, this.now());
     this.config.metrics?.blocks.inc({ reason: kind });
@@ -522,7 +588,7 @@ export class GossipNode {
       { peer: session.label, key: session.keyHex.slice(0, 16), until: new Date(until).toISOString() },
       `gossip peer blocked: ${reason}`,
     );
-    this.close(session, { code: grpc.status.PERMISSION_DENIED, reason: `blocked: ${reason}` });
+    return { code: grpc.status.PERMISSION_DENIED, details: `blocked: ${reason}` };
   }
 
   private receive(session: Session, bytes: Uint8Array): void {
@@ -546,11 +612,17 @@ export class GossipNode {
       return;
     }
     const queue = session.inbound[lane];
-    if (queue.length >= this.options[lane].inboundBacklog) {
+    const limits = this.options[lane];
+    if (queue.length >= limits.inboundBacklog) {
       m?.dropped.inc({ lane, reason: "backlog" });
       return;
     }
-    queue.push({ payload: frame.payload, at: now });
+    if (session.inboundBytes[lane] + bytes.byteLength > limits.inboundBacklogBytes) {
+      m?.dropped.inc({ lane, reason: "backlog_bytes" });
+      return;
+    }
+    queue.push({ payload: frame.payload, frameBytes: bytes.byteLength, at: now });
+    session.inboundBytes[lane] += bytes.byteLength;
     this.scheduleProcessing();
   }
 
@@ -568,6 +640,7 @@ export class GossipNode {
         const queue = session.inbound[lane];
         while (budget > 0 && queue.length > 0 && !session.closed) {
           const item = queue.shift()!;
+          session.inboundBytes[lane] -= item.frameBytes;
           budget--;
           this.config.metrics?.processingSeconds.observe({ lane }, (this.now() - item.at) / 1000);
           if (lane === "broadcast") this.handleBlock(session, item.payload);
@@ -591,9 +664,17 @@ export class GossipNode {
     let entry: BlockEntry;
     try {
       entry = parseSignedBlock(bytes);
-      const committee = this.config.committee();
-      if (entry.epoch > committee.epoch) return; // a block of an epoch we do not know yet: not ours to judge
-      if (entry.epoch < committee.epoch) return; // stale: harmless, not relayed
+    } catch (e) {
+      return this.misbehaved(session, "invalid_block", (e as Error).message);
+    }
+    // Only a block of the epoch whose committee we hold can be judged (module comment).
+    const committee = this.config.committee();
+    if (entry.epoch !== committee.epoch) {
+      const reason = entry.epoch > committee.epoch ? "unknown_epoch" : "stale_epoch";
+      this.config.metrics?.dropped.inc({ lane: "broadcast", reason });
+      return;
+    }
+    try {
       verifySignedBlock(entry, committee, this.config.chainId, this.config.verifier);
     } catch (e) {
       return this.misbehaved(session, "invalid_block", (e as Error).message);
@@ -617,11 +698,17 @@ export class GossipNode {
     for (const s of this.sessions.values()) {
       if (s === except || s.closed) continue;
       const queue = s.outbound[lane];
-      if (queue.length >= this.options[lane].outboundBacklog) {
+      const limits = this.options[lane];
+      if (queue.length >= limits.outboundBacklog) {
         this.config.metrics?.dropped.inc({ lane, reason: "outbound_backlog" });
         continue;
       }
+      if (s.outboundBytes[lane] + frame.byteLength > limits.outboundBacklogBytes) {
+        this.config.metrics?.dropped.inc({ lane, reason: "outbound_backlog_bytes" });
+        continue;
+      }
       queue.push(frame);
+      s.outboundBytes[lane] += frame.byteLength;
       if (except !== undefined) this.config.metrics?.relayed.inc({ lane });
       s.pump();
     }

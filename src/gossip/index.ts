@@ -5,3 +5,4 @@ export * from "./gossip-node.js";
 export * from "./handshake.js";
 export * from "./metrics.js";
 export * from "./options.js";
+export * from "./transport-limit.js";

@@ -28,7 +28,7 @@ export class GossipMetrics {
     });
     this.dropped = new Counter({
       name: "dagsync_gossip_frames_dropped_total",
-      help: "Frames dropped by lane and reason (quota, backlog, outbound backlog)",
+      help: "Frames dropped by lane and reason (quota; backlog, backlog_bytes; outbound_backlog, outbound_backlog_bytes; stale_epoch, unknown_epoch)",
       labelNames: ["lane", "reason"],
       registers,
     });

@@ -1,13 +1,25 @@
 /** Every limit and timeout of the live channel, with its default and unit (DESIGN.md §5). */
 import type { RateQuota } from "../core/gcra.js";
 
+/**
+ * The limits of one lane, per peer. Each backlog is bounded twice, by frames and by bytes: the
+ * count bounds bookkeeping, the bytes bound memory (a count alone lets 512 frames of 4 MiB hold
+ * 2 GiB per peer). Over either, the frame is dropped and counted in
+ * dagsync_gossip_frames_dropped_total{lane,reason}, under its own reason. A byte limit must be
+ * at least `maxFrameBytes`, so that any frame the channel accepts fits in an empty backlog.
+ * Worst case memory of the lanes: peers × (sum of the four byte limits).
+ */
 export interface LaneOptions {
-  /** Inbound GCRA quota per peer. */
+  /** Inbound GCRA quota per peer. Over it: reason "quota". */
   readonly quota: RateQuota;
-  /** Inbound frames per peer waiting to be processed; beyond it frames are dropped. */
+  /** Inbound frames per peer waiting to be processed; beyond it frames are dropped (reason "backlog"). */
   readonly inboundBacklog: number;
-  /** Outbound frames per peer waiting to be sent; beyond it the newest are dropped. */
+  /** Inbound bytes (whole frames) per peer waiting to be processed, bytes; beyond it frames are dropped (reason "backlog_bytes"). */
+  readonly inboundBacklogBytes: number;
+  /** Outbound frames per peer waiting to be sent; beyond it the newest are dropped (reason "outbound_backlog"). */
   readonly outboundBacklog: number;
+  /** Outbound bytes (whole frames) per peer waiting to be sent, bytes; beyond it the newest are dropped (reason "outbound_backlog_bytes"). */
+  readonly outboundBacklogBytes: number;
 }
 
 export interface GossipOptions {
@@ -17,11 +29,21 @@ export interface GossipOptions {
   readonly maxHelloAgeMs: number;
   /** Furthest-future acceptable Hello timestamp, ms. Default 5,000. */
   readonly maxHelloSkewMs: number;
-  /** Largest frame accepted, bytes; a bigger one blocks the sender. Default 4 MiB. */
+  /**
+   * Largest frame accepted, bytes; a bigger one blocks the sender. Default 4 MiB. grpc-js on the
+   * gossip port cuts off messages over 2 × this (`transportReceiveLimit`) before GossipNode reads
+   * them; those block the sender too (see transport-limit.ts).
+   */
   readonly maxFrameBytes: number;
-  /** BROADCAST lane (signed blocks). Default 200/s, burst 400, backlogs 512. */
+  /**
+   * BROADCAST lane (signed blocks). Default 200/s, burst 400; backlogs 512 frames and 16 MiB
+   * inbound, 512 frames and 16 MiB outbound.
+   */
   readonly broadcast: LaneOptions;
-  /** MEMPOOL lane (transactions). Default 1,000/s, burst 2,000, backlogs 2,048. */
+  /**
+   * MEMPOOL lane (transactions). Default 1,000/s, burst 2,000; backlogs 2,048 frames and 8 MiB
+   * inbound, 2,048 frames and 8 MiB outbound.
+   */
   readonly mempool: LaneOptions;
   /** Digests remembered for dedup. Default 200,000. */
   readonly dedupCapacity: number;
@@ -39,13 +61,27 @@ export interface GossipOptions {
   readonly admissionCheckIntervalMs: number;
 }
 
+const MiB = 1024 * 1024;
+
 export const DEFAULT_GOSSIP_OPTIONS: GossipOptions = {
   handshakeTimeoutMs: 5_000,
   maxHelloAgeMs: 10_000,
   maxHelloSkewMs: 5_000,
-  maxFrameBytes: 4 * 1024 * 1024,
-  broadcast: { quota: { perSecond: 200, burst: 400 }, inboundBacklog: 512, outboundBacklog: 512 },
-  mempool: { quota: { perSecond: 1000, burst: 2000 }, inboundBacklog: 2048, outboundBacklog: 2048 },
+  maxFrameBytes: 4 * MiB,
+  broadcast: {
+    quota: { perSecond: 200, burst: 400 },
+    inboundBacklog: 512,
+    inboundBacklogBytes: 16 * MiB,
+    outboundBacklog: 512,
+    outboundBacklogBytes: 16 * MiB,
+  },
+  mempool: {
+    quota: { perSecond: 1000, burst: 2000 },
+    inboundBacklog: 2048,
+    inboundBacklogBytes: 8 * MiB,
+    outboundBacklog: 2048,
+    outboundBacklogBytes: 8 * MiB,
+  },
   dedupCapacity: 200_000,
   dedupMaxAgeMs: 120_000,
   blockDurationMs: 60_000,
@@ -60,11 +96,28 @@ export type GossipOptionsInput = Partial<Omit<GossipOptions, "broadcast" | "memp
   readonly mempool?: Partial<LaneOptions>;
 };
 
+/** The options with defaults filled in; throws RangeError when a backlog cannot hold one largest frame. */
 export function resolveGossipOptions(input: GossipOptionsInput = {}): GossipOptions {
-  return {
+  const o: GossipOptions = {
     ...DEFAULT_GOSSIP_OPTIONS,
     ...input,
     broadcast: { ...DEFAULT_GOSSIP_OPTIONS.broadcast, ...input.broadcast },
     mempool: { ...DEFAULT_GOSSIP_OPTIONS.mempool, ...input.mempool },
   };
+  for (const lane of ["broadcast", "mempool"] as const)
+    for (const name of ["inboundBacklogBytes", "outboundBacklogBytes"] as const)
+      if (!(o[lane][name] >= o.maxFrameBytes))
+        throw new RangeError(
+          `gossip ${lane}.${name} (${o[lane][name]} bytes) must be at least maxFrameBytes (${o.maxFrameBytes} bytes)`,
+        );
+  return o;
+}
+
+/**
+ * grpc-js's receive limit on Connect streams, bytes: 2 × maxFrameBytes. The headroom lets frames
+ * a little over maxFrameBytes reach GossipNode, which blocks their sender with the frame's size
+ * in the reason; bigger ones are cut off by grpc-js and block the sender through transport-limit.ts.
+ */
+export function transportReceiveLimit(o: GossipOptions): number {
+  return 2 * o.maxFrameBytes;
 }

@@ -3,7 +3,7 @@
  * delays live traffic, with reflection and health of its own.
  */
 import { Server, ServerCredentials } from "@grpc/grpc-js";
-import { GOSSIP_SERVICE, type GossipNode } from "../gossip/index.js";
+import { GOSSIP_SERVICE, type GossipNode, transportReceiveLimit } from "../gossip/index.js";
 import { addReflection, Health } from "../server/index.js";
 
 export interface TlsFiles {
@@ -18,11 +18,11 @@ export async function startGossipServer(
   tls?: TlsFiles | undefined,
 ): Promise<{ port: number; stop: () => Promise<void> }> {
   const server = new Server({
-    // grpc-js ends a call whose message exceeds this limit by itself and only tells the handler
-    // "cancelled", so GossipNode could never block the sender of an oversized frame. Headroom
-    // lets frames up to twice the limit reach GossipNode, which blocks the sender (DESIGN.md §5);
-    // anything bigger is still cut off by grpc-js (RESOURCE_EXHAUSTED, disconnected, unblocked).
-    "grpc.max_receive_message_length": 2 * gossip.options.maxFrameBytes,
+    // A frame over maxFrameBytes blocks its sender (DESIGN.md §5). Up to this limit GossipNode
+    // reads it and blocks; over it grpc-js cuts the frame off, and the interceptor lets
+    // GossipNode block the sender all the same (src/gossip/transport-limit.ts).
+    "grpc.max_receive_message_length": transportReceiveLimit(gossip.options),
+    interceptors: [gossip.serverInterceptor],
     "grpc.max_send_message_length": gossip.options.maxFrameBytes,
     "grpc.keepalive_time_ms": 15_000,
     "grpc.keepalive_permit_without_calls": 1,

@@ -467,6 +467,14 @@ describe("gossip blocker: misbehaving peers are disconnected and refused for blo
       label: "oversized_frame",
     },
     {
+      // grpc-js cuts this one off before GossipNode reads it (transport-limit.ts).
+      name: "a frame beyond the transport limit (2 × maxFrameBytes + 1 KiB)",
+      key: 1,
+      frame: () => encodeFrame("transaction", new Uint8Array(2 * MAX_FRAME + 1024)),
+      reason: /blocked: oversized frame: over the transport limit: Received message larger than max/,
+      label: "oversized_frame",
+    },
+    {
       name: "junk bytes",
       key: 3,
       frame: () => new Uint8Array([0xff, 0xff, 0xff, 0xff]),
@@ -536,17 +544,4 @@ describe("gossip blocker: misbehaving peers are disconnected and refused for blo
       }
     });
   }
-
-  test("a frame beyond the transport cap (2 × maxFrameBytes) is cut off by grpc-js: RESOURCE_EXHAUSTED, session dropped, node still serving", async () => {
-    const key = keys[1]!.network;
-    const s = await connect(key);
-    s.send(encodeFrame("transaction", new Uint8Array(2 * MAX_FRAME + 1024)));
-    const end = await s.waitEnd();
-    assert.equal(end.codeName, "RESOURCE_EXHAUSTED", `${end.codeName} "${end.details}"`);
-    await waitFor(() => !up(key), "the session to be dropped");
-    // The node is unharmed: another peer connects and is served.
-    const other = await connect(keys[2]!.network);
-    other.cancel();
-    await other.waitEnd();
-  });
 });
