@@ -23,8 +23,9 @@ import { createLogger } from "../node/logger.js";
 import { reportProgress } from "../node/progress.js";
 import { startServe, untilSignal } from "../node/serve.js";
 import { Store } from "../store/index.js";
+import { DEFAULT_SYNC_OPTIONS } from "../sync/index.js";
 import { withConfig } from "./config.js";
-import { collect, hexKey, hostPort, integer, readTls, readTlsOrCa } from "./options.js";
+import { collect, duration, hexKey, hostPort, integer, readTls, readTlsOrCa } from "./options.js";
 
 function packageVersion(): string {
   const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as {
@@ -213,6 +214,18 @@ const sync = program
   .option("--listen <host:port>", "also serve what this node has synced on this address", hostPort)
   .option("--metrics <host:port>", "serve Prometheus metrics on http://HOST:PORT/metrics", hostPort)
   .option("--exit-when-synced", "exit 0 once the node holds the highest commit its peers advertise")
+  .option(
+    "--max-stall <duration>",
+    "with --exit-when-synced: exit 1 with the reason once no peer could serve the next commit for this long (e.g. 90s, 2m)",
+    duration,
+    DEFAULT_SYNC_OPTIONS.maxStallMs,
+  )
+  .option(
+    "--commits-per-request <n>",
+    "commits asked for per FetchCommits (servers answer at most 100 by default)",
+    integer(1, 1000),
+    DEFAULT_SYNC_OPTIONS.commitsPerRequest,
+  )
   .option("--verify-block-signatures", "also check every committed block's signature (default: digest only)")
   .option("--max-inflight-mib <n>", "memory budget for fetched, unapplied data, MiB", integer(1, 65536), 128)
   .option("--verifier <backend>", "Ed25519 backend: native or noble", "native")
@@ -233,6 +246,8 @@ const sync = program
       listen?: string;
       metrics?: string;
       exitWhenSynced?: boolean;
+      maxStall: number;
+      commitsPerRequest: number;
       verifyBlockSignatures?: boolean;
       maxInflightMib: number;
       verifier: string;
@@ -260,6 +275,8 @@ const sync = program
         sync: {
           verifyBlockSignatures: opts.verifyBlockSignatures === true,
           maxInflightBytes: opts.maxInflightMib * 1024 * 1024,
+          maxStallMs: opts.maxStall,
+          commitsPerRequest: opts.commitsPerRequest,
         },
       });
       const progress = reportProgress(node.engine, log);

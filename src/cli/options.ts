@@ -12,6 +12,18 @@ export function integer(min: number, max = Number.MAX_SAFE_INTEGER) {
   };
 }
 
+const DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
+
+/** A duration such as 500ms, 90s, 2m or 1h (a bare number is seconds), as milliseconds. */
+export function duration(value: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(value.trim());
+  if (m === null) throw new InvalidArgumentError("expected a duration such as 90s, 2m or 500ms.");
+  const ms = Math.round(Number(m[1]) * DURATION_UNITS_MS[m[2] ?? "s"]!);
+  if (!Number.isSafeInteger(ms))
+    throw new InvalidArgumentError("expected a duration such as 90s, 2m or 500ms.");
+  return ms;
+}
+
 /** host:port with a port in 0..65535 (0 picks a free port). */
 export function hostPort(value: string): string {
   const m = /^(.+):(\d{1,5})$/.exec(value.trim());

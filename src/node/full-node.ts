@@ -20,7 +20,7 @@ import {
 import { readCheckpoint } from "./checkpoint.js";
 import { startGossipServer, type TlsFiles } from "./gossip-server.js";
 import { startMetricsServer } from "./metrics-http.js";
-import { NearTipCache } from "./near-tip-cache.js";
+import { NearTipCache, type NearTipCacheOptions } from "./near-tip-cache.js";
 
 export interface FullNodeConfig {
   readonly store: string;
@@ -33,6 +33,8 @@ export interface FullNodeConfig {
   readonly sync?: Partial<SyncOptions> | undefined;
   readonly verifier?: VerifierBackend | undefined;
   readonly network?: SyncNetwork | undefined;
+  /** Limits of the near-tip block cache (defaults in near-tip-cache.ts). */
+  readonly nearTipCache?: Partial<NearTipCacheOptions> | undefined;
   /** Live channel: this node's network key file; with it the node dials every validator's gossip address. */
   readonly networkKeyFile?: string | undefined;
   /** Also accept gossip connections on this address. */
@@ -97,9 +99,10 @@ export async function startFullNode(config: FullNodeConfig): Promise<FullNode> {
   const metrics = new SyncMetrics(registry);
   const network =
     config.network ?? new PeerClientNetwork(config.tls?.ca === undefined ? {} : { tlsCa: config.tls.ca });
-  const nearTip = new NearTipCache();
+  const nearTip = new NearTipCache(config.nearTipCache);
   const engine = new SyncEngine({
     nearTipBlocks: (digest) => nearTip.get(digest),
+    onBlocksApplied: (digests) => nearTip.delete(digests),
     store,
     network,
     peers: config.peers,
@@ -145,12 +148,17 @@ export async function startFullNode(config: FullNodeConfig): Promise<FullNode> {
         feed: engine.broadcast,
         tls: serverTls,
         onPushCommit: (peer, req) => engine.onPushCommit(peer, Number(req.highestSyncedCommit)),
-        status: () => ({
-          syncState: engine.progress.phase,
-          role: "full",
-          targetCommit: BigInt(engine.progress.target),
-          peers: engine.peerStatuses(),
-        }),
+        status: () => {
+          const p = engine.progress;
+          return {
+            syncState: p.phase,
+            role: "full",
+            targetCommit: BigInt(p.target),
+            peers: engine.peerStatuses(),
+            stallReason: p.stall === undefined ? "" : `${p.stall.reason}: ${p.stall.detail}`,
+            stalledSinceMs: BigInt(Math.round(p.stall?.sinceMs ?? 0)),
+          };
+        },
       });
       port = await server.start(config.listen);
     }

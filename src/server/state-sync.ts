@@ -64,6 +64,9 @@ export interface NodeStatus {
   readonly role?: string;
   readonly targetCommit?: bigint;
   readonly peers?: PeerStatus[];
+  /** While the sync state is "stalled": why, and since when (ms since the Unix epoch). */
+  readonly stallReason?: string;
+  readonly stalledSinceMs?: bigint;
 }
 
 type RpcName = keyof ServerOptions["rateLimits"];

@@ -987,6 +987,8 @@ export class SyncEngine {
         bannedUntilMs: BigInt(p.bannedUntil > now ? Math.round(p.bannedUntil) : 0),
         offChain: p.offChain,
         banCount: p.banCount,
+        retryAtMs: BigInt(p.retryAt > now ? Math.round(p.retryAt) : 0),
+        consecutiveFailures: p.consecutiveFailures,
       }),
     );
   }

@@ -5,3 +5,4 @@ export * from "./metrics.js";
 export * from "./network.js";
 export * from "./options.js";
 export * from "./peers.js";
+export * from "./stall.js";

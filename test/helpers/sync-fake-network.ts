@@ -110,6 +110,9 @@ export class FakeSyncNetwork implements SyncNetwork {
   private readonly blocks = new Map<string, { bytes: Uint8Array; commitIndex: number }>();
   private readonly epochEnds = new Map<number, number>();
   private readonly deadlineMs: number;
+  /** Calls in flight per peer now, and the most seen at once. */
+  private readonly inflight = new Map<string, number>();
+  readonly maxInflight = new Map<string, number>();
   closed = false;
 
   constructor(
@@ -187,6 +190,9 @@ export class FakeSyncNetwork implements SyncNetwork {
     count: (t: T) => number,
   ): Promise<T> {
     const at = performance.now();
+    const now = (this.inflight.get(call.peer) ?? 0) + 1;
+    this.inflight.set(call.peer, now);
+    this.maxInflight.set(call.peer, Math.max(now, this.maxInflight.get(call.peer) ?? 0));
     try {
       const result = await work();
       this.calls.push({ ...call, at, doneAt: performance.now(), returned: count(result) });
@@ -199,6 +205,8 @@ export class FakeSyncNetwork implements SyncNetwork {
         error: e instanceof PeerError ? e.kind : "rpc",
       });
       throw e;
+    } finally {
+      this.inflight.set(call.peer, (this.inflight.get(call.peer) ?? 1) - 1);
     }
   }
 

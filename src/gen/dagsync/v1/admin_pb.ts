@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dagsync/v1/admin.proto.
  */
 export const file_dagsync_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChZkYWdzeW5jL3YxL2FkbWluLnByb3RvEgpkYWdzeW5jLnYxIhIKEEdldFN0YXR1c1JlcXVlc3QijQIKEUdldFN0YXR1c1Jlc3BvbnNlEhAKCGNoYWluX2lkGAEgASgJEhYKDmdlbmVzaXNfZGlnZXN0GAIgASgMEh8KF2hpZ2hlc3RfdmVyaWZpZWRfY29tbWl0GAMgASgEEh0KFWhpZ2hlc3Rfc3luY2VkX2NvbW1pdBgEIAEoBBIfChdsb3dlc3RfYXZhaWxhYmxlX2NvbW1pdBgFIAEoBBINCgVlcG9jaBgGIAEoBBISCgpzeW5jX3N0YXRlGAcgASgJEhUKDXRhcmdldF9jb21taXQYCCABKAQSJQoFcGVlcnMYCSADKAsyFi5kYWdzeW5jLnYxLlBlZXJTdGF0dXMSDAoEcm9sZRgKIAEoCSLdAQoKUGVlclN0YXR1cxIPCgdhZGRyZXNzGAEgASgJEg8KB2hpZ2hlc3QYAiABKAQSDgoGbG93ZXN0GAMgASgEEg0KBXNjb3JlGAQgASgBEhEKCWluX2ZsaWdodBgFIAEoDRIYChBieXRlc19wZXJfc2Vjb25kGAYgASgBEhIKCmxhc3RfZXJyb3IYByABKAkSDgoGYmFubmVkGAggASgIEhcKD2Jhbm5lZF91bnRpbF9tcxgJIAEoBBIRCglvZmZfY2hhaW4YCiABKAgSEQoJYmFuX2NvdW50GAsgASgNMlEKBUFkbWluEkgKCUdldFN0YXR1cxIcLmRhZ3N5bmMudjEuR2V0U3RhdHVzUmVxdWVzdBodLmRhZ3N5bmMudjEuR2V0U3RhdHVzUmVzcG9uc2ViBnByb3RvMw");
+  fileDesc("ChZkYWdzeW5jL3YxL2FkbWluLnByb3RvEgpkYWdzeW5jLnYxIhIKEEdldFN0YXR1c1JlcXVlc3QivQIKEUdldFN0YXR1c1Jlc3BvbnNlEhAKCGNoYWluX2lkGAEgASgJEhYKDmdlbmVzaXNfZGlnZXN0GAIgASgMEh8KF2hpZ2hlc3RfdmVyaWZpZWRfY29tbWl0GAMgASgEEh0KFWhpZ2hlc3Rfc3luY2VkX2NvbW1pdBgEIAEoBBIfChdsb3dlc3RfYXZhaWxhYmxlX2NvbW1pdBgFIAEoBBINCgVlcG9jaBgGIAEoBBISCgpzeW5jX3N0YXRlGAcgASgJEhUKDXRhcmdldF9jb21taXQYCCABKAQSJQoFcGVlcnMYCSADKAsyFi5kYWdzeW5jLnYxLlBlZXJTdGF0dXMSDAoEcm9sZRgKIAEoCRIUCgxzdGFsbF9yZWFzb24YCyABKAkSGAoQc3RhbGxlZF9zaW5jZV9tcxgMIAEoBCKQAgoKUGVlclN0YXR1cxIPCgdhZGRyZXNzGAEgASgJEg8KB2hpZ2hlc3QYAiABKAQSDgoGbG93ZXN0GAMgASgEEg0KBXNjb3JlGAQgASgBEhEKCWluX2ZsaWdodBgFIAEoDRIYChBieXRlc19wZXJfc2Vjb25kGAYgASgBEhIKCmxhc3RfZXJyb3IYByABKAkSDgoGYmFubmVkGAggASgIEhcKD2Jhbm5lZF91bnRpbF9tcxgJIAEoBBIRCglvZmZfY2hhaW4YCiABKAgSEQoJYmFuX2NvdW50GAsgASgNEhMKC3JldHJ5X2F0X21zGAwgASgEEhwKFGNvbnNlY3V0aXZlX2ZhaWx1cmVzGA0gASgNMlEKBUFkbWluEkgKCUdldFN0YXR1cxIcLmRhZ3N5bmMudjEuR2V0U3RhdHVzUmVxdWVzdBodLmRhZ3N5bmMudjEuR2V0U3RhdHVzUmVzcG9uc2ViBnByb3RvMw");
 
 /**
  * Empty.
@@ -78,7 +78,7 @@ export type GetStatusResponse = Message<"dagsync.v1.GetStatusResponse"> & {
   epoch: bigint;
 
   /**
-   * "serving", "syncing", "synced", "starting" or "draining".
+   * "serving", "syncing", "synced", "stalled", "starting", "stopped" or "draining".
    *
    * @generated from field: string sync_state = 7;
    */
@@ -104,6 +104,21 @@ export type GetStatusResponse = Message<"dagsync.v1.GetStatusResponse"> & {
    * @generated from field: string role = 10;
    */
   role: string;
+
+  /**
+   * While sync_state is "stalled": why no peer can serve the next commit, e.g.
+   * "unreachable: no peer can serve commit 78 (unreachable: 10.0.0.1:9100, ...)". Empty otherwise.
+   *
+   * @generated from field: string stall_reason = 11;
+   */
+  stallReason: string;
+
+  /**
+   * While stalled: since when, milliseconds since the Unix epoch (0 otherwise).
+   *
+   * @generated from field: uint64 stalled_since_ms = 12;
+   */
+  stalledSinceMs: bigint;
 };
 
 /**
@@ -195,6 +210,21 @@ export type PeerStatus = Message<"dagsync.v1.PeerStatus"> & {
    * @generated from field: uint32 ban_count = 11;
    */
   banCount: number;
+
+  /**
+   * End of its backoff after failures (unreachable, slow or busy), milliseconds since the Unix
+   * epoch; 0 when it is not backing off. Backing off is not a ban: it is retried then.
+   *
+   * @generated from field: uint64 retry_at_ms = 12;
+   */
+  retryAtMs: bigint;
+
+  /**
+   * Consecutive failed calls (0 when its last call succeeded).
+   *
+   * @generated from field: uint32 consecutive_failures = 13;
+   */
+  consecutiveFailures: number;
 };
 
 /**
