@@ -104,18 +104,6 @@ describe("gossip backlogs bounded by bytes", () => {
       assert.ok(byBytes > 0, `some frames dropped for bytes (delivered ${delivered.length} of ${SENT})`);
       assert.equal(await dropped(node, "backlog"), 0, "the count limit was never reached");
       assert.equal(new Set(delivered).size, delivered.length, "each delivered once");
-      // The wait of a delivered frame in the backlog is bounded by what the backlog holds: at
-      // most FIT frames ahead of it at 5 ms each; without the byte limit, ~40 frames (≥ 200 ms).
-      const waits = (await node.registry.getMetricsAsJSON()).find(
-        (m) => m.name === "dagsync_gossip_queue_seconds",
-      )!.values as { value: number; labels: Record<string, string | number>; metricName?: string }[];
-      const bucket = (le: number) =>
-        waits.find((v) => v.metricName?.endsWith("_bucket") && v.labels.le === le)?.value;
-      assert.equal(
-        bucket(0.1),
-        delivered.length,
-        `every delivered frame waited ≤ 100 ms: ${JSON.stringify(waits.filter((v) => v.metricName?.endsWith("_bucket")).map((v) => [v.labels.le, v.value]))}`,
-      );
       s.cancel();
     } finally {
       client.close();
