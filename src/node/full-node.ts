@@ -102,7 +102,7 @@ export async function startFullNode(config: FullNodeConfig): Promise<FullNode> {
   const nearTip = new NearTipCache(config.nearTipCache);
   const engine = new SyncEngine({
     nearTipBlocks: (digest) => nearTip.get(digest),
-    onBlocksApplied: (digests) => nearTip.delete(digests),
+    onBlocksApplied: (refs, epoch) => nearTip.applied(refs, epoch),
     store,
     network,
     peers: config.peers,
@@ -132,7 +132,7 @@ export async function startFullNode(config: FullNodeConfig): Promise<FullNode> {
         metrics: new GossipMetrics(registry),
         tlsCa: config.tls?.ca,
       });
-      gossip.onBlock((block) => nearTip.add(block.digest, block.bytes));
+      gossip.onBlock((block) => nearTip.add(block));
       if (config.gossipListen !== undefined)
         gossipServer = await startGossipServer(gossip, config.gossipListen, serverTls);
       // Dial every validator's gossip address. No expected key: keys rotate across epochs, and

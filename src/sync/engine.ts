@@ -46,7 +46,7 @@ import {
 import type { PeerStatus } from "../gen/dagsync/v1/admin_pb.js";
 import { PeerStatusSchema } from "../gen/dagsync/v1/admin_pb.js";
 import { type BlockRef, CommitRefSchema } from "../gen/dagsync/v1/types_pb.js";
-import type { ApplyUnit, Store } from "../store/index.js";
+import type { ApplyUnit, BlockKeyRef, Store } from "../store/index.js";
 import { SubDagBroadcast } from "./broadcast.js";
 import { SyncError } from "./errors.js";
 import type { SyncMetrics } from "./metrics.js";
@@ -127,8 +127,11 @@ export interface SyncEngineConfig {
    * only where a verified commit references their digest, so they need no trust.
    */
   readonly nearTipBlocks?: ((digest: Uint8Array) => Uint8Array | undefined) | undefined;
-  /** Called with the digests of the blocks of each applied store write (to let a near-tip cache drop them). */
-  readonly onBlocksApplied?: ((digests: readonly Uint8Array[]) => void) | undefined;
+  /**
+   * Called with the refs of the blocks of each applied store write and their epoch (one per
+   * write), so that a near-tip cache can drop them and what is now too old to be committed.
+   */
+  readonly onBlocksApplied?: ((refs: readonly BlockKeyRef[], epoch: number) => void) | undefined;
 }
 
 /** Why the node is stalled, and since when. */
@@ -876,7 +879,11 @@ export class SyncEngine {
       for (const b of u.blocks) this.stats.bytesApplied += b.bytes.length;
     }
     const applied = this.config.onBlocksApplied;
-    if (applied !== undefined) applied(units.flatMap((u) => u.blocks.map((b) => b.ref.digest)));
+    if (applied !== undefined)
+      applied(
+        units.flatMap((u) => u.blocks.map((b) => b.ref)),
+        units.at(-1)!.epoch,
+      );
     this.stats.commitsApplied += units.length;
     this.stats.blocksApplied += blockCount;
     const m = this.config.metrics;
