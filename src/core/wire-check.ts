@@ -167,7 +167,7 @@ function skipVarint(plan: MessagePlan, buf: Uint8Array, pos: number, end: number
 
 /** Checks `buf[pos, end)` as one message; throws WireFormatError naming the first defect. */
 function walk(plan: MessagePlan, buf: Uint8Array, start: number, end: number, depth: number): void {
-  if (depth > MAX_DEPTH) fail(plan, `nested deeper than ${MAX_DEPTH} messages`);
+  if (depth >= MAX_DEPTH) fail(plan, `nested deeper than ${MAX_DEPTH} messages`);
   let pos = start;
   while (pos < end) {
     // Tag: a varint of at most 32 bits (5 bytes).
