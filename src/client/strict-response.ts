@@ -3,8 +3,9 @@
  * protobuf-es's fromBinary, which reads a known field whatever its wire type, and offers no hook
  * on the bytes. So the transport is asked to decode every response as google.protobuf.Empty:
  * protobuf-es then keeps each field as an unknown field `{no, wireType, data}` whose data are the
- * bytes as received (a view, not a copy). The response is rebuilt from them, in order (tags
- * re-encoded minimally, which changes nothing that a reader sees), and decoded with decodeStrict.
+ * bytes as received (a view, not a copy). The response is recovered from them (as a view of the
+ * received bytes, or rebuilt with tags re-encoded minimally, which changes nothing that a reader
+ * sees) and decoded with decodeStrict.
  * A peer whose response fails that sent malformed data.
  *
  * Bytes that protobuf-es cannot even skip through (a truncated field, wire type 7) fail inside the
@@ -27,9 +28,36 @@ function varintSize(n: number): number {
   return size;
 }
 
+/**
+ * The received bytes themselves when the fields lie back to back in one buffer behind minimal
+ * tags (always, for a dagsync peer): a view, so the blocks decoded from it are views of the
+ * response as before, with no copy.
+ */
+function receivedView(fields: readonly UnknownField[]): Uint8Array | undefined {
+  const first = fields[0];
+  if (first === undefined) return undefined;
+  const { buffer } = first.data;
+  const start = first.data.byteOffset - varintSize(first.no * 8 + first.wireType);
+  if (start < 0) return undefined;
+  const bytes = new Uint8Array(buffer);
+  let pos = start;
+  for (const f of fields) {
+    if (f.data.buffer !== buffer) return undefined;
+    let tag = f.no * 8 + f.wireType;
+    for (; tag >= 0x80; tag = Math.floor(tag / 128))
+      if (bytes[pos++] !== ((tag % 128) | 0x80)) return undefined;
+    if (bytes[pos++] !== tag || f.data.byteOffset !== pos) return undefined;
+    pos += f.data.length;
+  }
+  return new Uint8Array(buffer, start, pos - start);
+}
+
 /** The bytes of a message whose every field protobuf-es kept as unknown. */
 export function reassemble(fields: readonly UnknownField[] | undefined): Uint8Array {
   if (fields === undefined) return new Uint8Array(0);
+  const view = receivedView(fields);
+  if (view !== undefined) return view;
+  // Fields apart (a non-minimal tag, say): rebuild them, tags re-encoded minimally.
   let size = 0;
   for (const f of fields) size += varintSize(f.no * 8 + f.wireType) + f.data.length;
   const out = new Uint8Array(size);

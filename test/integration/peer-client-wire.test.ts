@@ -6,7 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { EmptySchema } from "@bufbuild/protobuf/wkt";
 import {
   type MethodDefinition,
   Server,
@@ -17,6 +18,7 @@ import {
   status,
 } from "@grpc/grpc-js";
 import { PeerClient, PeerError } from "../../src/client/index.js";
+import { reassemble } from "../../src/client/strict-response.js";
 import { GetStatusResponseSchema } from "../../src/gen/dagsync/v1/admin_pb.js";
 import { GetCommitAvailabilityResponseSchema } from "../../src/gen/dagsync/v1/sync_pb.js";
 import {
@@ -127,6 +129,16 @@ describe("the peer client refuses malformed responses as invalid data", () => {
     assert.equal((await client.getStatus()).chainId, "x");
   });
 
+  test("responses are read from the received bytes; a non-minimal tag is read as any reader would", async () => {
+    // Field 1 (commits) behind a 2-byte tag (8a 00): the fields are rebuilt, not viewed.
+    answers.commits = hex("8a00020801");
+    const c = await client.fetchCommits(1, 1);
+    assert.deepEqual(
+      c.commits.map((b) => Buffer.from(b).toString("hex")),
+      ["0801"],
+    );
+  });
+
   test("GetCommitAvailability heights above 2^53 − 1 are invalid data naming the value", async () => {
     answers.availability = availability(2n ** 64n - 1n);
     await invalidData(
@@ -197,5 +209,21 @@ describe("the peer client refuses malformed responses as invalid data", () => {
       assert.deepEqual([...m.commit], [8, 1]);
       break;
     }
+  });
+});
+
+describe("reassemble", () => {
+  test("fields back to back behind minimal tags: a view of the received bytes, no copy", () => {
+    const received = hex("ff0a020801120100ff").subarray(1, 8);
+    const fields = fromBinary(EmptySchema, received).$unknown;
+    const bytes = reassemble(fields);
+    assert.equal(bytes.buffer, received.buffer);
+    assert.equal(bytes.byteOffset, received.byteOffset);
+    assert.deepEqual([...bytes], [...received]);
+  });
+
+  test("a non-minimal tag: rebuilt, with the same fields", () => {
+    const bytes = reassemble(fromBinary(EmptySchema, hex("8a0002080112010a")).$unknown);
+    assert.equal(Buffer.from(bytes).toString("hex"), "0a02080112010a");
   });
 });
