@@ -5,18 +5,24 @@
  * Raw views on the client side: FetchCommits, FetchBlocks and SubscribeCommits responses are
  * decoded with the wire twins (same field numbers, nested messages kept as bytes), so every commit
  * and block is hashed and stored exactly as received. The method descriptors keep the real
- * service path; only the output schema is swapped.
+ * service path; only the output schema is swapped. Every response is decoded strictly
+ * (strict-response.ts): a field of the wrong wire type is malformed data, as is a height or index
+ * above 2^53 − 1.
  *
  * Bulk transfer: the HTTP/2 stream window is set through session settings, and the connection
  * window, which Node cannot configure at connect time, is widened on the first stream of each
  * session.
  */
 import type http2 from "node:http2";
-import type { DescMessage, DescMethod, MessageInitShape } from "@bufbuild/protobuf";
+import type { DescMessage, DescMethod, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
 import type { Transport } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
-import { Admin, type GetStatusResponse } from "../gen/dagsync/v1/admin_pb.js";
-import { StateSync } from "../gen/dagsync/v1/sync_pb.js";
+import { Admin, type GetStatusResponse, GetStatusResponseSchema } from "../gen/dagsync/v1/admin_pb.js";
+import {
+  GetCommitAvailabilityResponseSchema,
+  PushCommitResponseSchema,
+  StateSync,
+} from "../gen/dagsync/v1/sync_pb.js";
 import type { BlockRef, CommitRef } from "../gen/dagsync/v1/types_pb.js";
 import {
   WireCommittedSubDagSchema,
@@ -25,6 +31,7 @@ import {
 } from "../gen/dagsync/wire/v1/wire_pb.js";
 import { PeerError } from "./errors.js";
 import { adaptiveTimeoutMs, DEFAULT_PEER_CLIENT_OPTIONS, type PeerClientOptions } from "./options.js";
+import { decodeResponse, isParseError, rawOutput } from "./strict-response.js";
 
 export interface Availability {
   readonly highest: number;
@@ -50,15 +57,16 @@ export interface CallOptions {
   readonly timeoutMs?: number | undefined;
 }
 
-function withOutput<O extends DescMessage>(method: DescMethod, output: O): DescMethod {
-  return { ...method, output } as DescMethod;
+/** A u64 index or height from a peer as a number; above 2^53 − 1 it is malformed data. */
+function peerIndex(peer: string, where: string, value: bigint): number {
+  if (value > BigInt(Number.MAX_SAFE_INTEGER))
+    throw new PeerError(
+      "invalid_data",
+      peer,
+      `${where} ${value} is above 2^53 − 1 (${Number.MAX_SAFE_INTEGER}), the largest index dagsync accepts`,
+    );
+  return Number(value);
 }
-
-const RAW = {
-  fetchCommits: withOutput(StateSync.method.fetchCommits, WireFetchCommitsResponseSchema),
-  fetchBlocks: withOutput(StateSync.method.fetchBlocks, WireFetchBlocksResponseSchema),
-  subscribeCommits: withOutput(StateSync.method.subscribeCommits, WireCommittedSubDagSchema),
-};
 
 /** Widens the connection-level receive window of every session it opens. */
 class WideWindowSessionManager extends Http2SessionManager {
@@ -124,46 +132,49 @@ export class PeerClient {
     });
   }
 
-  private async unary<I extends DescMessage>(
+  /** Calls `method` and decodes its response strictly as `output` (a wire twin or the real schema). */
+  private async unary<I extends DescMessage, O extends DescMessage>(
     method: DescMethod,
+    output: O,
     input: MessageInitShape<I>,
     call: CallOptions,
     defaultTimeoutMs: number,
-  ): Promise<unknown> {
+  ): Promise<MessageShape<O>> {
+    let message: unknown;
     try {
       const response = await this.transport.unary(
-        method as never,
+        rawOutput(method) as never,
         call.signal,
         call.timeoutMs ?? defaultTimeoutMs,
         undefined,
         input as never,
       );
-      return response.message;
+      message = response.message;
     } catch (e) {
+      if (isParseError(e))
+        throw new PeerError(
+          "invalid_data",
+          this.address,
+          `${method.name}: malformed response (${e.rawMessage})`,
+        );
       throw PeerError.from(this.address, method.name, e);
     }
+    return decodeResponse(output, message, this.address, method.name);
   }
 
   async getCommitAvailability(call: CallOptions = {}): Promise<Availability> {
-    const m = (await this.unary(
+    const m = await this.unary(
       StateSync.method.getCommitAvailability,
+      GetCommitAvailabilityResponseSchema,
       {},
       call,
       this.options.smallCallTimeoutMs,
-    )) as {
-      highestSyncedCommit: bigint;
-      lowestAvailableCommit: bigint;
-      epoch: bigint;
-      genesisDigest: Uint8Array;
-      highestCommitDigest: Uint8Array;
-    };
-    const max = BigInt(Number.MAX_SAFE_INTEGER);
-    if (m.highestSyncedCommit > max || m.lowestAvailableCommit > max || m.epoch > max)
-      throw new PeerError("invalid_data", this.address, "GetCommitAvailability: height beyond 2^53");
+    );
+    const where = "GetCommitAvailability:";
     return {
-      highest: Number(m.highestSyncedCommit),
-      lowest: Number(m.lowestAvailableCommit),
-      epoch: Number(m.epoch),
+      highest: peerIndex(this.address, `${where} highest_synced_commit`, m.highestSyncedCommit),
+      lowest: peerIndex(this.address, `${where} lowest_available_commit`, m.lowestAvailableCommit),
+      epoch: peerIndex(this.address, `${where} epoch`, m.epoch),
       genesisDigest: m.genesisDigest,
       highestDigest: m.highestCommitDigest,
     };
@@ -176,15 +187,13 @@ export class PeerClient {
     call: CallOptions & { expectedBytes?: number } = {},
   ): Promise<CommitsResponse> {
     const timeoutMs = call.timeoutMs ?? adaptiveTimeoutMs(this.options, call.expectedBytes ?? 1024 * 1024);
-    const m = (await this.unary(
-      RAW.fetchCommits,
+    const m = await this.unary(
+      StateSync.method.fetchCommits,
+      WireFetchCommitsResponseSchema,
       { start: BigInt(start), end: BigInt(end) },
       { ...call, timeoutMs },
       timeoutMs,
-    )) as {
-      commits: Uint8Array[];
-      certifierBlocks: Uint8Array[];
-    };
+    );
     let bytes = 0;
     for (const c of m.commits) bytes += c.length;
     for (const b of m.certifierBlocks) bytes += b.length;
@@ -198,14 +207,13 @@ export class PeerClient {
   ): Promise<BlocksResponse> {
     const timeoutMs =
       call.timeoutMs ?? adaptiveTimeoutMs(this.options, call.expectedBytes ?? 4 * 1024 * 1024);
-    const m = (await this.unary(
-      RAW.fetchBlocks,
+    const m = await this.unary(
+      StateSync.method.fetchBlocks,
+      WireFetchBlocksResponseSchema,
       { refs: refs as BlockRef[] },
       { ...call, timeoutMs },
       timeoutMs,
-    )) as {
-      blocks: Uint8Array[];
-    };
+    );
     let bytes = 0;
     for (const b of m.blocks) bytes += b.length;
     return { blocks: m.blocks, bytes };
@@ -214,6 +222,7 @@ export class PeerClient {
   async pushCommit(commit: CommitRef, highestSynced: number, call: CallOptions = {}): Promise<void> {
     await this.unary(
       StateSync.method.pushCommit,
+      PushCommitResponseSchema,
       { commit, highestSyncedCommit: BigInt(highestSynced) },
       call,
       this.options.smallCallTimeoutMs,
@@ -221,12 +230,13 @@ export class PeerClient {
   }
 
   async getStatus(call: CallOptions = {}): Promise<GetStatusResponse> {
-    return (await this.unary(
+    return this.unary(
       Admin.method.getStatus,
+      GetStatusResponseSchema,
       {},
       call,
       this.options.smallCallTimeoutMs,
-    )) as GetStatusResponse;
+    );
   }
 
   /** Committed sub-DAGs from `start` as raw bytes: `{ commit, blocks }` per message. */
@@ -240,15 +250,22 @@ export class PeerClient {
         yield { start: BigInt(start) };
       })();
       const res = await this.transport.stream(
-        RAW.subscribeCommits as never,
+        rawOutput(StateSync.method.subscribeCommits) as never,
         signal,
         undefined,
         undefined,
         input as never,
       );
       response = res.message as AsyncIterable<unknown>;
-      for await (const m of response) yield m as { commit: Uint8Array; blocks: Uint8Array[] };
+      for await (const m of response)
+        yield decodeResponse(WireCommittedSubDagSchema, m, this.address, "SubscribeCommits");
     } catch (e) {
+      if (isParseError(e))
+        throw new PeerError(
+          "invalid_data",
+          this.address,
+          `SubscribeCommits: malformed response (${e.rawMessage})`,
+        );
       throw PeerError.from(this.address, "SubscribeCommits", e);
     }
   }

@@ -1,9 +1,9 @@
 /** Genesis: the chain's identity. digest(Genesis) = SHA-256(encoded Genesis). */
-import { fromBinary } from "@bufbuild/protobuf";
 import { type Genesis, GenesisSchema } from "../gen/dagsync/v1/types_pb.js";
 import { CommitteeView } from "./committee.js";
 import { sha256 } from "./digest.js";
 import { VerifyError } from "./errors.js";
+import { decodeStrict } from "./wire-check.js";
 
 export interface GenesisEntry {
   readonly genesis: Genesis;
@@ -15,7 +15,7 @@ export interface GenesisEntry {
 export function parseGenesis(bytes: Uint8Array): GenesisEntry {
   let genesis: Genesis;
   try {
-    genesis = fromBinary(GenesisSchema, bytes);
+    genesis = decodeStrict(GenesisSchema, bytes);
   } catch (e) {
     throw new VerifyError(
       "malformed",

@@ -8,3 +8,4 @@ export * from "./refs.js";
 export * from "./types.js";
 export * from "./verify.js";
 export * from "./wire.js";
+export * from "./wire-check.js";

@@ -8,9 +8,9 @@
  * occurrences, while a bytes-view would see only the last one; a signature over one and a
  * decoded block from the other would let a forger attach any block to a valid signature. So the
  * split is strict: exactly one field 1 followed by one field 2, nothing else, and the block is
- * decoded from exactly the bytes the signature covers.
+ * decoded from exactly the bytes the signature covers. Blocks and commits decode through
+ * decodeStrict (wire-check.ts), so a field of the wrong wire type is malformed, not misread.
  */
-import { fromBinary } from "@bufbuild/protobuf";
 import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import {
   type Block,
@@ -22,6 +22,7 @@ import {
 import { safeNumber } from "./bytes.js";
 import { DIGEST_LENGTH, sha256 } from "./digest.js";
 import { VerifyError } from "./errors.js";
+import { decodeStrict } from "./wire-check.js";
 
 export const SIGNATURE_LENGTH = 64;
 export const PUBLIC_KEY_LENGTH = 32;
@@ -80,7 +81,7 @@ export function parseSignedBlock(bytes: Uint8Array): BlockEntry {
   const { blockBytes, signature } = splitSignedBlock(bytes);
   let block: Block;
   try {
-    block = fromBinary(BlockSchema, blockBytes);
+    block = decodeStrict(BlockSchema, blockBytes);
   } catch (e) {
     throw malformed("Block", e);
   }
@@ -114,7 +115,7 @@ export function parseCommit(bytes: Uint8Array): CommitEntry {
   let index: number;
   let epoch: number;
   try {
-    commit = fromBinary(CommitSchema, bytes);
+    commit = decodeStrict(CommitSchema, bytes);
     index = safeNumber(commit.index, "commit index");
     epoch = safeNumber(commit.epoch, "commit epoch");
     safeNumber(commit.timestampMs, "commit timestamp");

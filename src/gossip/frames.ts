@@ -2,9 +2,10 @@
  * GossipFrame on the wire: exactly one length-delimited field (1 hello, 2 auth, 3 block,
  * 4 transaction). Read as a raw view, so a block is relayed and hashed exactly as received.
  */
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import { encodeRawFields } from "../core/wire.js";
+import { decodeStrict } from "../core/wire-check.js";
 import {
   type HandshakeAuth,
   HandshakeAuthSchema,
@@ -44,8 +45,9 @@ export function encodeHello(hello: Omit<Hello, "$typeName" | "$unknown">): Uint8
   return encodeFrame("hello", toBinary(HelloSchema, create(HelloSchema, hello)));
 }
 
+/** Strict (core/wire-check.ts): the handshake transcript must read the same to every implementation. */
 export function decodeHello(payload: Uint8Array): Hello {
-  return fromBinary(HelloSchema, payload);
+  return decodeStrict(HelloSchema, payload);
 }
 
 export function encodeAuth(signature: Uint8Array): Uint8Array {
@@ -53,7 +55,7 @@ export function encodeAuth(signature: Uint8Array): Uint8Array {
 }
 
 export function decodeAuth(payload: Uint8Array): HandshakeAuth {
-  return fromBinary(HandshakeAuthSchema, payload);
+  return decodeStrict(HandshakeAuthSchema, payload);
 }
 
 export function laneOf(kind: FrameKind): Lane | undefined {

@@ -8,8 +8,8 @@
  * `epoch` is the epoch of commit N+1 (N's own epoch, or the next one when N ends its epoch).
  */
 import { readFile } from "node:fs/promises";
-import { fromBinary, toBinary } from "@bufbuild/protobuf";
-import { bytesEqual, CommitteeView, fromHex, sha256, shortHex, toHex } from "../core/index.js";
+import { toBinary } from "@bufbuild/protobuf";
+import { bytesEqual, CommitteeView, decodeStrict, fromHex, sha256, shortHex, toHex } from "../core/index.js";
 import { CommitteeSchema } from "../gen/dagsync/v1/types_pb.js";
 import type { Store, TrustedCheckpoint } from "../store/index.js";
 
@@ -88,7 +88,7 @@ export async function readCheckpoint(path: string, genesisDigest: Uint8Array): P
   let committee: CommitteeView;
   try {
     committee = new CommitteeView(
-      fromBinary(CommitteeSchema, Buffer.from(parsed.committee, "base64")),
+      decodeStrict(CommitteeSchema, Buffer.from(parsed.committee, "base64")),
       parsed.epoch,
     );
   } catch (e) {

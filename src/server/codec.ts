@@ -4,10 +4,13 @@
  * Responses are always pre-encoded bytes: handlers assemble them from stored canonical bytes
  * through the wire twins (src/gen/dagsync/wire), so the serving path never decodes and re-encodes
  * a block or commit. Requests decode into a result instead of throwing, so that a malformed
- * request becomes INVALID_ARGUMENT with a reason rather than grpc-js's generic INTERNAL.
+ * request becomes INVALID_ARGUMENT with a reason rather than grpc-js's generic INTERNAL. They
+ * decode strictly (core/wire-check.ts): a field of the wrong wire type is refused, never read
+ * otherwise than another protobuf implementation would read it.
  */
-import { type DescMessage, fromBinary, type MessageShape } from "@bufbuild/protobuf";
+import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import type { MethodDefinition } from "@grpc/grpc-js";
+import { decodeStrict } from "../core/wire-check.js";
 
 export type Decoded<T> =
   | { readonly ok: true; readonly value: T }
@@ -27,7 +30,7 @@ export function rawMethod<I extends DescMessage>(
     },
     requestDeserialize: (bytes: Buffer): Decoded<MessageShape<I>> => {
       try {
-        return { ok: true, value: fromBinary(input, bytes) };
+        return { ok: true, value: decodeStrict(input, bytes) };
       } catch (e) {
         return {
           ok: false,

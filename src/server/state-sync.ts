@@ -88,6 +88,18 @@ export const ADMIN_SERVICE = {
   getStatus: rawMethod("/dagsync.v1.Admin/GetStatus", GetStatusRequestSchema),
 };
 
+/**
+ * Commit indices (and heights) are JS numbers inside dagsync; a u64 above 2^53 − 1 would round to
+ * another index. So such a value is refused, naming it exactly, before anything converts it.
+ */
+function index(what: string, value: bigint): number {
+  if (value > BigInt(Number.MAX_SAFE_INTEGER))
+    throw invalidArgument(
+      `${what} ${value} is above 2^53 − 1 (${Number.MAX_SAFE_INTEGER}), the largest index dagsync accepts`,
+    );
+  return Number(value);
+}
+
 /** Bytes a repeated length-delimited field adds around a payload: the tag and the varint length. */
 function fieldOverhead(length: number): number {
   return rawFieldSize(length) - length;
@@ -199,12 +211,13 @@ export class StateSyncHandlers {
   fetchCommits = this.unary("fetchCommits", "FetchCommits", async (req: { start: bigint; end: bigint }) => {
     const { store, options } = this.deps;
     if (req.start === 0n) throw invalidArgument("start must be ≥ 1 (commit indices start at 1)");
-    if (req.start > req.end) throw invalidArgument(`start ${req.start} is after end ${req.end}`);
-    const start = Number(req.start);
+    const start = index("start", req.start);
+    const requestedEnd = index("end", req.end);
+    if (start > requestedEnd) throw invalidArgument(`start ${start} is after end ${requestedEnd}`);
     this.checkAvailable(start);
     const marks = store.watermarks;
     const bounds = store.epochBoundsOf(start);
-    let end = Math.min(Number(req.end), start + options.maxCommitsPerFetch - 1, marks.highestSynced);
+    let end = Math.min(requestedEnd, start + options.maxCommitsPerFetch - 1, marks.highestSynced);
     if (bounds.end !== undefined) end = Math.min(end, bounds.end);
 
     const commits = await store.getCommits(start, end);
@@ -288,6 +301,8 @@ export class StateSyncHandlers {
   pushCommit = this.unary("pushCommit", "PushCommit", async (req: PushCommitRequest, peer) => {
     if (req.commit !== undefined && req.commit.digest.length !== 32)
       throw invalidArgument("commit.digest must be 32 bytes");
+    if (req.commit !== undefined) index("commit.index", req.commit.index);
+    index("highest_synced_commit", req.highestSyncedCommit);
     this.deps.onPushCommit?.(peer, req);
     return toBinary(PushCommitResponseSchema, create(PushCommitResponseSchema));
   });
@@ -343,7 +358,7 @@ export class StateSyncHandlers {
       const decoded = call.request;
       if (!decoded.ok) throw invalidArgument(decoded.error);
       if (decoded.value.start === 0n) throw invalidArgument("start must be ≥ 1 (commit indices start at 1)");
-      let next = Number(decoded.value.start);
+      let next = index("start", decoded.value.start);
       if (next < store.watermarks.lowestAvailable)
         throw outOfRange(
           `commit ${next} was pruned: this node serves from ${store.watermarks.lowestAvailable}`,

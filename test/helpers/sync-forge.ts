@@ -63,3 +63,24 @@ export function certifiedFork(
     certifierBlocks: forgeCertifiers(chain, { index: last.index, digest: previous }, last.epoch),
   };
 }
+
+/**
+ * The certifier blocks of the last commit `served`, each with field 1 (epoch) appended again as
+ * I32 and re-signed by its author: protobuf-es alone reads its 4 bytes as the same epoch (a varint)
+ * and an unknown field, other readers as an unknown field 1. Only the wire type is wrong (issue 10).
+ */
+export function wrongWireTypeCertifiers(
+  chain: DevnetChain,
+  served: readonly GeneratedCommit[],
+): Uint8Array[] {
+  const last = served.at(-1)!;
+  const keys = chain.keysByEpoch.get(last.epoch);
+  if (keys === undefined) throw new Error(`the devnet has no keys for epoch ${last.epoch}`);
+  return last.certifierBlocks.map((bytes) => {
+    const signed = fromBinary(WireSignedBlockSchema, bytes);
+    const decoded = fromBinary(BlockSchema, signed.block);
+    const block = new Uint8Array([...signed.block, 0x0d, Number(decoded.epoch), 0xa0, 0x06, 0x00]);
+    const signature = keys[decoded.author]!.protocol.sign(blockSigningMessage(chain.chainId, block));
+    return toBinary(WireSignedBlockSchema, create(WireSignedBlockSchema, { block, signature }));
+  });
+}

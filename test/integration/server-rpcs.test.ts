@@ -221,11 +221,11 @@ describe("server RPCs on a devnet store", () => {
     assert.notDeepEqual(old.committee.validators, cur.committee.validators);
   });
 
-  test("FetchCommits stops at the highest commit, even for end = 2^64 - 1", async () => {
+  test("FetchCommits stops at the highest commit, even for end = 2^53 - 1 (the largest index accepted)", async () => {
     const res = await client.fetchCommits(HIGHEST - 9, Number.MAX_SAFE_INTEGER);
     const entries = await assertBatchVerifies(srv.store, HIGHEST - 9, res);
     assert.equal(entries.at(-1)!.index, HIGHEST);
-    const decoded = await sync.fetchCommits({ start: BigInt(HIGHEST - 1), end: 2n ** 64n - 1n });
+    const decoded = await sync.fetchCommits({ start: BigInt(HIGHEST - 1), end: 2n ** 53n - 1n });
     assert.deepEqual(
       decoded.commits.map((c) => c.index),
       [BigInt(HIGHEST - 1), BigInt(HIGHEST)],
@@ -378,9 +378,9 @@ describe("server RPCs on a devnet store", () => {
         new RegExp(`commit ${HIGHEST + 1} is not available: this node serves commits 1\\.\\.${HIGHEST}`),
       );
       await expectCode(
-        sync.fetchCommits({ start: 2n ** 64n - 1n, end: 2n ** 64n - 1n }),
+        sync.fetchCommits({ start: 2n ** 53n - 1n, end: 2n ** 53n - 1n }),
         Code.OutOfRange,
-        /is not available/,
+        /commit 9007199254740991 is not available/,
       );
       const e = await client.fetchCommits(HIGHEST + 1, HIGHEST + 1).catch((x: unknown) => x);
       assert.ok(e instanceof PeerError && e.kind === "unavailable_range", String(e));
@@ -450,6 +450,107 @@ describe("server RPCs on a devnet store", () => {
     });
   });
 
+  describe("one reading of every byte: wire types and 64-bit indices (issue 10)", () => {
+    const MAX = "9007199254740991";
+
+    /** The first message or error of a SubscribeCommits stream, within 5 s (a hang fails the test). */
+    async function firstOfSubscribe(start: bigint): Promise<unknown> {
+      const signal = AbortSignal.timeout(5_000);
+      try {
+        for await (const m of sync.subscribeCommits({ start }, { signal })) return m;
+        return undefined;
+      } catch (e) {
+        return e;
+      }
+    }
+
+    test("a request field of the wrong wire type is INVALID_ARGUMENT naming the field", async () => {
+      // 0d 23 = field 1 (start) as I32; protobuf-es alone reads it as start = 35, other readers as 0.
+      const r = await rawUnary(
+        srv.address,
+        "/dagsync.v1.StateSync/FetchCommits",
+        Uint8Array.of(0x0d, 0x23, 0x10, 0x99, 0x01),
+      );
+      assert.equal(r.code, status.INVALID_ARGUMENT, r.details);
+      assert.match(
+        r.details,
+        /field 1 \(start\) of dagsync\.v1\.FetchCommitsRequest has wire type 5 \(I32\), expected VARINT/,
+      );
+      // Nested: PushCommit's CommitRef with index (field 1) as LEN.
+      const r2 = await rawUnary(
+        srv.address,
+        "/dagsync.v1.StateSync/PushCommit",
+        Uint8Array.of(0x0a, 0x03, 0x0a, 0x01, 0x05, 0x10, 0x01),
+      );
+      assert.equal(r2.code, status.INVALID_ARGUMENT, r2.details);
+      assert.match(
+        r2.details,
+        /field 1 \(index\) of dagsync\.v1\.CommitRef has wire type 2 \(LEN\), expected VARINT, in field 1 \(commit\) of dagsync\.v1\.PushCommitRequest/,
+      );
+      // The same values with the right wire types are served.
+      const ok = await rawUnary(
+        srv.address,
+        "/dagsync.v1.StateSync/FetchCommits",
+        toBinary(FetchCommitsRequestSchema, create(FetchCommitsRequestSchema, { start: 35n, end: 153n })),
+      );
+      assert.equal(ok.code, status.OK, ok.details);
+    });
+
+    test("FetchCommits start 2^53 + 1 is INVALID_ARGUMENT naming 9007199254740993", async () => {
+      await expectCode(
+        sync.fetchCommits({ start: 2n ** 53n + 1n, end: 2n ** 53n + 1n }),
+        Code.InvalidArgument,
+        new RegExp(
+          `^start 9007199254740993 is above 2\\^53 − 1 \\(${MAX}\\), the largest index dagsync accepts$`,
+        ),
+      );
+      await expectCode(
+        sync.fetchCommits({ start: 2n ** 53n, end: 2n ** 53n }),
+        Code.InvalidArgument,
+        /^start 9007199254740992 is above/,
+      );
+    });
+
+    test("FetchCommits end 2^64 - 1 is INVALID_ARGUMENT naming 18446744073709551615", async () => {
+      await expectCode(
+        sync.fetchCommits({ start: 1n, end: 2n ** 64n - 1n }),
+        Code.InvalidArgument,
+        /^end 18446744073709551615 is above 2\^53 − 1/,
+      );
+    });
+
+    test("SubscribeCommits start 2^64 - 1 is INVALID_ARGUMENT at once, not a stream that never ends", async () => {
+      const started = Date.now();
+      const e = await firstOfSubscribe(2n ** 64n - 1n);
+      assert.ok(e instanceof ConnectError, String(e));
+      assert.equal(e.code, Code.InvalidArgument, e.rawMessage);
+      assert.match(e.rawMessage, /^start 18446744073709551615 is above 2\^53 − 1/);
+      assert.ok(Date.now() - started < 4_000, "answered promptly");
+      await waitFor(async () => (await openSubscribers(srv)) === 0, 5_000, "no subscriber left");
+    });
+
+    test("PushCommit indices above 2^53 - 1 are INVALID_ARGUMENT and never reach the engine", async () => {
+      const before = pushes.length;
+      await expectCode(
+        sync.pushCommit({
+          commit: { index: 1n, digest: new Uint8Array(32) },
+          highestSyncedCommit: 2n ** 64n - 1n,
+        }),
+        Code.InvalidArgument,
+        /^highest_synced_commit 18446744073709551615 is above 2\^53 − 1/,
+      );
+      await expectCode(
+        sync.pushCommit({
+          commit: { index: 2n ** 53n, digest: new Uint8Array(32) },
+          highestSyncedCommit: 1n,
+        }),
+        Code.InvalidArgument,
+        /^commit\.index 9007199254740992 is above 2\^53 − 1/,
+      );
+      assert.equal(pushes.length, before);
+    });
+  });
+
   test("hostile requests never change the store and never stop the server", async () => {
     const snapshotBefore = await storeSnapshot(srv.store);
     const good = (await refsOf(srv.store, 5, 5))[0]!;
@@ -460,6 +561,7 @@ describe("server RPCs on a devnet store", () => {
       sync.fetchBlocks({ refs: Array.from({ length: 1001 }, () => good) }),
       sync.fetchBlocks({ refs: [{ round: 1, author: 0, digest: new Uint8Array(5) }] }),
       sync.fetchBlocks({ refs: [{ round: 2 ** 32 - 1, author: 2 ** 32 - 1, digest: new Uint8Array(32) }] }),
+      sync.pushCommit({ commit: { index: 2n ** 53n - 1n, digest: new Uint8Array(32).fill(7) } }),
       sync.pushCommit({ commit: { index: 2n ** 64n - 1n, digest: new Uint8Array(32).fill(7) } }),
       sync.pushCommit({ commit: { index: 1n, digest: new Uint8Array(3) } }),
     ];
@@ -467,6 +569,12 @@ describe("server RPCs on a devnet store", () => {
       rawUnary(srv.address, "/dagsync.v1.StateSync/FetchCommits", Uint8Array.of(0xff, 0xff, 0xff)),
       rawUnary(srv.address, "/dagsync.v1.StateSync/FetchBlocks", Uint8Array.of(0x0a, 0xff, 0xff, 0xff, 0x0f)),
       rawUnary(srv.address, "/dagsync.v1.StateSync/PushCommit", Uint8Array.of(0x0a, 0x02, 0x12, 0x40)),
+      // Field 1 (start) as I32: what protobuf-es alone would read as start = 35.
+      rawUnary(
+        srv.address,
+        "/dagsync.v1.StateSync/FetchCommits",
+        Uint8Array.of(0x0d, 0x23, 0x10, 0x99, 0x01),
+      ),
       // Over maxReceiveMessageBytes (1 MiB).
       rawUnary(srv.address, "/dagsync.v1.StateSync/FetchBlocks", new Uint8Array(2 * 1024 * 1024).fill(0x0a)),
       rawUnary(srv.address, "/dagsync.v1.StateSync/NoSuchMethod", new Uint8Array(0)),
@@ -477,17 +585,25 @@ describe("server RPCs on a devnet store", () => {
     assert.deepEqual(codes, [
       Code.InvalidArgument,
       Code.InvalidArgument,
-      Code.OutOfRange,
+      Code.InvalidArgument,
       Code.InvalidArgument,
       Code.InvalidArgument,
       Code.NotFound,
       "ok",
       Code.InvalidArgument,
+      Code.InvalidArgument,
     ]);
     const rawResults = await Promise.all(raw);
     assert.deepEqual(
       rawResults.map((r) => status[r.code]),
-      ["INVALID_ARGUMENT", "INVALID_ARGUMENT", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "UNIMPLEMENTED"],
+      [
+        "INVALID_ARGUMENT",
+        "INVALID_ARGUMENT",
+        "INVALID_ARGUMENT",
+        "INVALID_ARGUMENT",
+        "RESOURCE_EXHAUSTED",
+        "UNIMPLEMENTED",
+      ],
       rawResults.map((r) => r.details).join("; "),
     );
     assert.equal(await storeSnapshot(srv.store), snapshotBefore);

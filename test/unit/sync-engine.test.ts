@@ -30,7 +30,7 @@ import { SyncMetrics } from "../../src/sync/metrics.js";
 import type { FetchOptions, SyncNetwork } from "../../src/sync/network.js";
 import type { SyncOptions } from "../../src/sync/options.js";
 import { type FakeMethod, type FakePeerBehaviour, FakeSyncNetwork } from "../helpers/sync-fake-network.js";
-import { certifiedFork, forgeCertifiers } from "../helpers/sync-forge.js";
+import { certifiedFork, forgeCertifiers, wrongWireTypeCertifiers } from "../helpers/sync-forge.js";
 import {
   assertBytes,
   assertSameCommittee,
@@ -322,6 +322,19 @@ const FAULTS: FaultCase[] = [
     honest: 2,
     used: "commits",
     reason: /\[missing_quorum\]/,
+  },
+  {
+    name: "certifier blocks with a field of the wrong wire type, validly signed (issue 10)",
+    bad: {
+      rewriteCommits: (r, served) => ({
+        commits: r.commits,
+        certifierBlocks: wrongWireTypeCertifiers(chain, served),
+      }),
+    },
+    honest: 2,
+    used: "commits",
+    reason:
+      /\[malformed\] Block does not decode: field 1 \(epoch\) of dagsync\.v1\.Block has wire type 5 \(I32\)/,
   },
   {
     name: "a forged certifier vote (bad signature)",
