@@ -45,8 +45,9 @@ export function reportProgress(
           blocksPerSec: Math.round(r.blocksPerSec),
           mbPerSec: Number(r.mbPerSec.toFixed(1)),
           peers: r.p.usablePeers,
+          ...(r.p.stall === undefined ? {} : { stalled: r.p.stall.reason }),
         },
-        "sync progress",
+        r.p.stall === undefined ? "sync progress" : "sync progress (stalled: see the warning above)",
       );
     }, LOG_INTERVAL_MS);
     return { stop: () => clearInterval(timer) };
