@@ -6,8 +6,13 @@
  * The engine picks peers at random among those it may use, so to make every culprit certain to be
  * asked for what it corrupts, peers start dormant (advertising an empty store, like a validator
  * still restoring) and are woken one at a time: while a culprit is the only peer that can serve,
- * the node must ask it, and must ban it. The honest peer (and the height liar, whose lie only
- * shows once the real chain is synced) wake last, and the node must then finish the chain.
+ * the node must ask it. A peer that sends invalid data is banned for it, with its verification code.
+ * Stalling and refusing are not evidence (DESIGN §4 item 7): a staller's calls run into their
+ * deadline and the node backs off from it (consecutive failures, never a ban), reporting itself
+ * "stalled" while the staller is its only source; a height liar, which refuses a commit it
+ * advertises, is asked its heights again and its heights above the refused commit are then
+ * ignored for a while — again no ban. The honest peer (and the height liar, whose lie only shows
+ * once the real chain is synced) wake last, and the node must then finish the chain.
  *
  * Checked over the node's own interfaces while it runs: Admin/GetStatus on --listen and the
  * Prometheus metrics on --metrics; after it stops: its LevelDB holds exactly the honest chain.
@@ -44,33 +49,37 @@ const COMMITS = DEVNET.epochs * DEVNET.commitsPerEpoch;
 interface Culprit {
   readonly label: string;
   readonly corruption: Corruption;
-  /** The code the node must ban it with (the `reason` label of dagsync_peer_bans_total). */
-  readonly reason: string;
+  /**
+   * The code the node must ban it with (the `reason` label of dagsync_peer_bans_total), or
+   * undefined for a culprit whose fault is not evidence (stalling, refusing): never banned.
+   */
+  readonly ban: string | undefined;
   /** The call it must have been asked for, to be caught. */
   readonly rpc: "FetchCommits" | "FetchBlocks" | "GetCommitAvailability";
 }
 
 /** The culprits, in the order they are woken. */
 const CULPRITS: readonly Culprit[] = [
-  // While every commit batch is still to fetch: the staller holds 4 FetchCommits at once.
-  { label: "stall-commits", corruption: "stall", reason: "stalled", rpc: "FetchCommits" },
-  { label: "broken-link", corruption: "broken_link", reason: "broken_link", rpc: "FetchCommits" },
-  { label: "forged-votes", corruption: "forged_votes", reason: "bad_signature", rpc: "FetchCommits" },
-  { label: "few-votes", corruption: "few_votes", reason: "missing_quorum", rpc: "FetchCommits" },
-  { label: "wrong-epoch-votes", corruption: "wrong_epoch_votes", reason: "wrong_epoch", rpc: "FetchCommits" },
-  { label: "oversized", corruption: "oversized", reason: "invalid_data", rpc: "FetchCommits" },
+  // While every commit batch is still to fetch: the staller holds FetchCommits until their
+  // deadline. Not banned: it backs off, and the node says it is stalled (unreachable).
+  { label: "stall-commits", corruption: "stall", ban: undefined, rpc: "FetchCommits" },
+  { label: "broken-link", corruption: "broken_link", ban: "broken_link", rpc: "FetchCommits" },
+  { label: "forged-votes", corruption: "forged_votes", ban: "bad_signature", rpc: "FetchCommits" },
+  { label: "few-votes", corruption: "few_votes", ban: "missing_quorum", rpc: "FetchCommits" },
+  { label: "wrong-epoch-votes", corruption: "wrong_epoch_votes", ban: "wrong_epoch", rpc: "FetchCommits" },
+  { label: "oversized", corruption: "oversized", ban: "invalid_data", rpc: "FetchCommits" },
   // Honest commits, tampered blocks: it is asked for the blocks of the batches it verified.
-  { label: "tampered-blocks", corruption: "tampered_blocks", reason: "digest_mismatch", rpc: "FetchBlocks" },
-  // The blocks the tamperer left unfetched now come first: this staller holds FetchBlocks.
-  { label: "stall-blocks", corruption: "stall", reason: "stalled", rpc: "FetchBlocks" },
+  { label: "tampered-blocks", corruption: "tampered_blocks", ban: "digest_mismatch", rpc: "FetchBlocks" },
+  // The blocks the tamperer left unfetched now come first: this (fresh) staller is asked
+  // FetchBlocks before the first one, which is in backoff. Not banned either.
+  { label: "stall-blocks", corruption: "stall", ban: undefined, rpc: "FetchBlocks" },
   // Woken with the honest peer: only it claims commits past the chain, and it refuses them.
-  {
-    label: "height-lie",
-    corruption: "height_lie",
-    reason: "unavailable_range",
-    rpc: "GetCommitAvailability",
-  },
+  // Not banned: its heights above the refused commit are ignored for a while.
+  { label: "height-lie", corruption: "height_lie", ban: undefined, rpc: "GetCommitAvailability" },
 ];
+
+/** Culprits that must end banned. */
+const BANNED = CULPRITS.filter((c) => c.ban !== undefined);
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
 
@@ -196,7 +205,7 @@ function peerOf(status: GetStatusResponse, address: string): PeerStatus {
 }
 
 describe("a full node among hostile peers", () => {
-  test("bans each corrupting peer (GetStatus and metrics), ignores another chain, and stores only the honest chain", async () => {
+  test("bans each peer that sends invalid data (GetStatus and metrics), backs off from stallers and doubts a height liar without banning them, ignores another chain, and stores only the honest chain", async () => {
     const started = performance.now();
     const culprits = await Promise.all(
       CULPRITS.map(async (c) => {
@@ -269,18 +278,57 @@ describe("a full node among hostile peers", () => {
         const before = await status();
         c.adversary.activate();
         await hint();
-        const s = await waitStatus(`${c.label} to be banned`, (x) => peerOf(x, c.adversary.address).banned);
+        let s: GetStatusResponse;
+        if (c.ban !== undefined) {
+          s = await waitStatus(`${c.label} to be banned`, (x) => peerOf(x, c.adversary.address).banned);
+          const p = peerOf(s, c.adversary.address);
+          assert.ok(p.banCount >= 1 && p.bannedUntilMs > BigInt(Date.now()), `${c.label}: ${p.lastError}`);
+          const text = await scrapeMetrics(node.metrics);
+          assert.ok(
+            metricSum(text, "dagsync_peer_bans_total", { peer: c.adversary.address, reason: c.ban }) >= 1,
+            `${c.label}: banned for ${c.ban}, metrics say ${[
+              ...metricLabels(text, "dagsync_peer_bans_total", "reason", { peer: c.adversary.address }),
+            ]}`,
+          );
+        } else {
+          // A staller: its held call runs into its deadline, and the node backs off from it.
+          s = await waitStatus(`${c.label}'s ${c.rpc} to run into its deadline`, (x) => {
+            const p = peerOf(x, c.adversary.address);
+            return p.consecutiveFailures >= 1 && new RegExp(`${c.rpc}: .*deadline`).test(p.lastError);
+          });
+          await waitUntil(
+            () => c.adversary.stats.stallsCancelled >= 1,
+            `the node to give up on ${c.label}'s call`,
+          );
+          const p = peerOf(s, c.adversary.address);
+          assert.deepEqual(
+            { banned: p.banned, banCount: p.banCount, offChain: p.offChain },
+            { banned: false, banCount: 0, offChain: false },
+            `${c.label}: stalling is not evidence (${p.lastError})`,
+          );
+          const text = await scrapeMetrics(node.metrics);
+          assert.equal(metricSum(text, "dagsync_peer_bans_total", { peer: c.adversary.address }), 0);
+          assert.ok(
+            metricSum(text, "dagsync_peer_errors_total", { peer: c.adversary.address, kind: "deadline" }) >=
+              1,
+            `${c.label}: a deadline counted`,
+          );
+          if (c.rpc === "FetchCommits") {
+            // Its only source stalls: the node says so (Admin, metric), and is not "synced".
+            const stalled = await waitStatus(
+              "the node to report itself stalled (unreachable)",
+              (x) => x.syncState === "stalled",
+            );
+            assert.match(stalled.stallReason, /^unreachable: no peer can serve commit 1 \(/);
+            assert.ok(stalled.stallReason.includes(c.adversary.address), stalled.stallReason);
+            assert.ok(stalled.stalledSinceMs > 0n && stalled.stalledSinceMs <= BigInt(Date.now()));
+            const m = await scrapeMetrics(node.metrics);
+            assert.equal(metricSum(m, "dagsync_sync_stalled", { reason: "unreachable" }), 1);
+            assert.equal(metricSum(m, "dagsync_sync_stalled"), 1, "one stall reason at a time");
+          }
+        }
         assert.ok(c.adversary.stats.calls[c.rpc] > 0, `${c.label} was asked ${c.rpc}`);
         assert.ok(c.adversary.stats.corrupted > 0, `${c.label} served something corrupt`);
-        const p = peerOf(s, c.adversary.address);
-        assert.ok(p.banCount >= 1 && p.bannedUntilMs > BigInt(Date.now()), `${c.label}: ${p.lastError}`);
-        const text = await scrapeMetrics(node.metrics);
-        assert.ok(
-          metricSum(text, "dagsync_peer_bans_total", { peer: c.adversary.address, reason: c.reason }) >= 1,
-          `${c.label}: banned for ${c.reason}, metrics say ${[
-            ...metricLabels(text, "dagsync_peer_bans_total", "reason", { peer: c.adversary.address }),
-          ]}`,
-        );
         // Nobody else was banned meanwhile, and nothing went backwards.
         for (const q of s.peers)
           if (q.address !== c.adversary.address)
@@ -294,31 +342,52 @@ describe("a full node among hostile peers", () => {
       }
 
       // The honest peer and the height liar wake together: the node completes the chain from
-      // them, and bans the liar once it refuses the commits it claims past the chain's end.
+      // them; the liar refuses the commit past the chain's end that it advertises, is asked its
+      // heights again, and its heights above that commit are then ignored (no ban).
       const liar = culprits.find((c) => c.corruption === "height_lie")!.adversary;
       honest.activate();
       liar.activate();
       await hint();
+      const refused = new RegExp(
+        `^refused commit ${COMMITS + 1}, which it advertises \\(1\\.\\.${COMMITS + 500}\\)`,
+      );
       const done = await waitStatus(
-        "the node to sync the whole chain and ban the height liar",
+        "the node to sync the whole chain and doubt the height liar",
         (s) =>
           s.highestSyncedCommit === BigInt(COMMITS) &&
           s.syncState === "synced" &&
-          peerOf(s, liar.address).banned,
+          refused.test(peerOf(s, liar.address).lastError),
         40_000,
       );
 
-      // Admin/GetStatus: every culprit banned, the honest peer not, the other chain off-chain only.
+      // Admin/GetStatus: the culprits that sent invalid data banned; the stallers and the liar
+      // not (backed off / doubted); the honest peer untouched; the other chain off-chain only.
       assert.equal(done.highestVerifiedCommit, BigInt(COMMITS));
-      assert.equal(done.targetCommit, BigInt(COMMITS));
+      assert.equal(done.targetCommit, BigInt(COMMITS), "the liar's claim above the chain is ignored");
       assert.equal(done.epoch, BigInt(honestStore.watermarks.epoch));
       assert.equal(done.role, "full");
+      assert.equal(done.stallReason, "", "no stall reason once synced");
+      assert.equal(done.stalledSinceMs, 0n);
       for (const c of culprits) {
         const p = peerOf(done, c.adversary.address);
-        assert.equal(p.banned, true, `${c.label} is banned: ${describeStatus(done)}`);
+        assert.equal(p.banned, c.ban !== undefined, `${c.label} banned: ${describeStatus(done)}`);
+        if (c.ban === undefined) assert.equal(p.banCount, 0, `${c.label} was never banned`);
         assert.equal(p.offChain, false, c.label);
         assert.ok(p.lastError.length > 0, `${c.label} has a last error`);
       }
+      for (const staller of culprits.filter((c) => c.corruption === "stall")) {
+        // No fetch of theirs ever succeeded: the failure streak is still on.
+        const p = peerOf(done, staller.adversary.address);
+        assert.ok(
+          p.consecutiveFailures >= 1,
+          `${staller.label}: ${p.consecutiveFailures} consecutive failures`,
+        );
+        assert.match(p.lastError, /deadline/, staller.label);
+        assert.equal(p.highest, BigInt(COMMITS), `${staller.label}'s heights are still believed`);
+      }
+      const l = peerOf(done, liar.address);
+      assert.equal(l.highest, BigInt(COMMITS), "the liar's heights above the refused commit are ignored");
+      assert.ok(liar.stats.calls.FetchCommits > 0, "the liar was asked for what it claims");
       const h = peerOf(done, honest.address);
       assert.deepEqual(
         { banned: h.banned, banCount: h.banCount, offChain: h.offChain, highest: h.highest },
@@ -334,11 +403,13 @@ describe("a full node among hostile peers", () => {
       assert.ok(other.stats.calls.GetCommitAvailability >= 1);
       assert.ok(honest.stats.calls.FetchCommits > 0 && honest.stats.calls.FetchBlocks > 0, "honest served");
 
-      // Prometheus: a ban per culprit under its verification code, none for the others.
+      // Prometheus: a ban per culprit that sent invalid data, under its verification code; none
+      // for the others; no stall any more.
       const text = await scrapeMetrics(node.metrics);
       assert.equal(metricSum(text, "dagsync_highest_synced_commit"), COMMITS);
       assert.equal(metricSum(text, "dagsync_commits_applied_total"), COMMITS);
-      assert.equal(metricSum(text, "dagsync_banned_peers"), culprits.length);
+      assert.equal(metricSum(text, "dagsync_banned_peers"), BANNED.length);
+      assert.equal(metricSum(text, "dagsync_sync_stalled"), 0, "not stalled once synced");
       assert.equal(
         metricSum(text, "dagsync_off_chain_peers"),
         1,
@@ -348,10 +419,17 @@ describe("a full node among hostile peers", () => {
         const reasons = metricLabels(text, "dagsync_peer_bans_total", "reason", {
           peer: c.adversary.address,
         });
-        assert.ok(
-          metricSum(text, "dagsync_peer_bans_total", { peer: c.adversary.address, reason: c.reason }) >= 1,
-          `${c.label}: banned for ${c.reason}, metrics say ${[...reasons]}`,
-        );
+        if (c.ban === undefined)
+          assert.equal(
+            metricSum(text, "dagsync_peer_bans_total", { peer: c.adversary.address }),
+            0,
+            `${c.label}: never banned, metrics say ${[...reasons]}`,
+          );
+        else
+          assert.ok(
+            metricSum(text, "dagsync_peer_bans_total", { peer: c.adversary.address, reason: c.ban }) >= 1,
+            `${c.label}: banned for ${c.ban}, metrics say ${[...reasons]}`,
+          );
       }
       assert.equal(metricSum(text, "dagsync_peer_bans_total", { peer: honest.address }), 0);
       assert.equal(metricSum(text, "dagsync_peer_bans_total", { peer: other.address }), 0);
@@ -360,12 +438,16 @@ describe("a full node among hostile peers", () => {
           peer: staller.adversary.address,
           kind: "deadline",
         });
-        assert.ok(deadlines >= 4, `${staller.label}: ${deadlines} calls ran into their deadline`);
+        assert.ok(deadlines >= 1, `${staller.label}: ${deadlines} calls ran into their deadline`);
         assert.ok(
-          staller.adversary.stats.stallsCancelled >= 4,
+          staller.adversary.stats.stallsCancelled >= 1,
           `${staller.label}: the node gave up on held calls`,
         );
       }
+      assert.ok(
+        metricSum(text, "dagsync_peer_errors_total", { peer: liar.address, kind: "unavailable_range" }) >= 1,
+        "the liar's refusal is counted",
+      );
       assert.equal(
         metricSum(text, "dagsync_peer_errors_total", { peer: honest.address, kind: "invalid_data" }),
         0,
@@ -375,11 +457,17 @@ describe("a full node among hostile peers", () => {
       node.proc.signal("SIGTERM");
       const exit = await node.proc.wait(15_000);
       assert.equal(exit.code, 0, node.proc.output().slice(-4000));
+      const log = node.proc.stderr();
       for (const c of culprits)
-        assert.ok(
-          node.proc.stderr().includes(`banned peer ${c.adversary.address}`),
-          `the log names the ban of ${c.label}`,
+        assert.equal(
+          log.includes(`banned peer ${c.adversary.address}`),
+          c.ban !== undefined,
+          `the log names the ban of ${c.label}, and only of those banned`,
         );
+      const doubts = logRecords(log).filter(
+        (r) => r.peer === liar.address && typeof r.msg === "string" && refused.test(r.msg),
+      );
+      assert.ok(doubts.length >= 1, "the log names the liar's refusal");
       await assertSameChain(nodeStore, devnet.storePath(1));
       console.log(`adversarial run: ${((performance.now() - started) / 1000).toFixed(1)} s`);
     } finally {
@@ -423,17 +511,27 @@ describe("a full node among hostile peers", () => {
     assert.equal(other.stats.calls.FetchCommits + other.stats.calls.FetchBlocks, 0);
     for (const c of culprits) {
       const codes = bans.get(c.adversary.address);
-      if (codes !== undefined) assert.deepEqual([...codes], [c.reason], `${c.label} banned for ${c.reason}`);
+      if (c.ban === undefined) {
+        // Stalling and refusing are not evidence: never a ban, whatever the node asked them.
+        assert.equal(codes, undefined, `${c.label} must not be banned (banned for ${[...(codes ?? [])]})`);
+        continue;
+      }
+      if (codes !== undefined) assert.deepEqual([...codes], [c.ban], `${c.label} banned for ${c.ban}`);
       // A corrupt response is judged before the range it serves can be applied, so the node
-      // cannot finish without having banned whoever sent one. (A staller is banned only after 4
-      // expired calls; a height liar when its next height report confirms the refused claim,
-      // which may come after the node has synced and exited.)
-      if (c.corruption !== "stall" && c.corruption !== "height_lie" && c.adversary.stats.corrupted > 0)
+      // cannot finish without having banned whoever sent one.
+      if (c.adversary.stats.corrupted > 0)
         assert.ok(
           codes !== undefined,
           `${c.label} served ${c.adversary.stats.corrupted} corrupt responses and was not banned`,
         );
     }
+    assert.equal(
+      logRecords(node.proc.stderr()).filter(
+        (r) => typeof r.msg === "string" && r.msg.startsWith("sync stalled"),
+      ).length,
+      0,
+      "never stalled: the honest peer could always serve",
+    );
     const exercised = culprits.filter((c) => c.adversary.stats.corrupted > 0).map((c) => c.label);
     console.log(
       `all-at-once run: ${((performance.now() - started) / 1000).toFixed(1)} s; culprits that served corrupt data: ${exercised.join(", ")}; banned: ${[...bans.keys()].length}`,

@@ -249,6 +249,34 @@ export async function startOnFreePort(
   throw last instanceof Error ? last : new Error(String(last));
 }
 
+/**
+ * A node that serves on two free ports (`--listen` and `--metrics`, for `dagsync sync` or
+ * `dagsync serve`), up and answering on the first: `args(listen, metrics)` gives its command line
+ * (after `bin/dagsync.js`). A start that fails because a port was taken meanwhile is retried.
+ */
+export async function startWithMetrics(
+  group: ProcGroup,
+  name: string,
+  args: (listen: string, metrics: string) => readonly string[],
+  attempts = 3,
+): Promise<{ proc: Proc; listen: string; metrics: string }> {
+  let last: unknown;
+  for (let i = 0; i < attempts; i++) {
+    const listen = `127.0.0.1:${await freePort()}`;
+    const metrics = `127.0.0.1:${await freePort()}`;
+    const proc = group.cli(name, args(listen, metrics));
+    try {
+      await waitServing(listen, proc);
+      return { proc, listen, metrics };
+    } catch (e) {
+      last = e;
+      await proc.stop(1_000);
+      if (!(e instanceof ExitedError)) break;
+    }
+  }
+  throw last instanceof Error ? last : new Error(String(last));
+}
+
 /** `dagsync serve --store STORE --listen 127.0.0.1:PORT [--metrics ...]`, up and answering. */
 export async function startValidator(
   group: ProcGroup,
