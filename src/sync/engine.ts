@@ -21,11 +21,19 @@
  * - Ready segments are applied strictly in order, each commit a complete unit, in one atomic
  *   store batch; a crash resumes from the watermark.
  *
- * Faults: invalid data bans the peer for `banDurationMs` and its work returns to the pool;
- * network errors and deadlines back off exponentially with jitter; a peer that refuses a range
- * it advertised, or stalls repeatedly, is banned as a liar or staller. Off-chain peers are never
- * used. Hostile peers cannot make us store anything that did not verify, and cannot stop us while
- * one honest peer remains.
+ * The batch contract (DESIGN §3): a FetchCommits answer ends wherever the server can certify,
+ * sometimes past the end asked for. A batch is never cut: one that runs past its segment fills
+ * the following segments (`absorbFollowing`), and a batch fetched for a segment that was filled in
+ * part loses the covered prefix when it is verified.
+ *
+ * Faults: a ban needs evidence (a bad signature, digest, link or quorum, undecodable bytes): the
+ * peer is refused for `banDurationMs` and its work returns to the pool. Unreachable, slow and busy
+ * peers back off exponentially with jitter, and get one probe at a time until they answer again.
+ * A peer that refuses a range it advertised is asked its heights again first (it may have
+ * pruned); if it still advertises the range, its heights above it are not believed for a while.
+ * Off-chain peers are never used. When no peer can serve the next commit the engine says why
+ * (`checkStall`: log, status, metric) and keeps retrying. Hostile peers cannot make us store
+ * anything that did not verify, and cannot stop us while one honest peer remains.
  */
 import { setMaxListeners } from "node:events";
 import { create } from "@bufbuild/protobuf";
