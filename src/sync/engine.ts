@@ -61,7 +61,7 @@ import type { SyncMetrics } from "./metrics.js";
 import type { SyncNetwork } from "./network.js";
 import { DEFAULT_SYNC_OPTIONS, type SyncOptions } from "./options.js";
 import { PeerSet, type PeerState } from "./peers.js";
-import { diagnoseStall, peerVerdict, STALL_REASONS, type StallDiagnosis } from "./stall.js";
+import { diagnoseStall, STALL_REASONS, type StallDiagnosis } from "./stall.js";
 
 interface Verified {
   readonly commits: CommitEntry[];
@@ -70,6 +70,8 @@ interface Verified {
   /** Committee of the next epoch when the last commit ends its epoch. */
   readonly nextCommittee: CommitteeView | undefined;
   readonly refs: BlockRef[];
+  /** `refEnds[k]`: the number of refs of commits[0..k], so commit k owns refs [refEnds[k-1], refEnds[k]). */
+  readonly refEnds: number[];
 }
 
 /** A run of `Verified.refs` still to fetch: [offset, offset + count). */
@@ -165,6 +167,18 @@ function marks0(store: Store): number {
   return store.watermarks.lowestAvailable;
 }
 
+/** The position in a batch of the commit that owns ref number `ref` (see `Verified.refEnds`). */
+function commitPosition(refEnds: readonly number[], ref: number): number {
+  let lo = 0;
+  let hi = refEnds.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (refEnds[mid]! > ref) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
+}
+
 /** Starting estimate of a block's size, bytes, before any is measured. */
 const INITIAL_BLOCK_ESTIMATE = 4096;
 
@@ -201,12 +215,16 @@ export class SyncEngine {
   /** Since when no source could serve the next commit (before the grace period ends). */
   private noSourceSince: number | undefined;
   private stall: SyncStall | undefined;
-  private stalledAtCommit = 0;
   private everSynced = false;
+  /** Highest commit verified ahead of the store (its blocks may still be missing). */
+  private highestVerified = 0;
   private runUntilSynced = false;
   private phase: SyncPhase = "starting";
   private fatal: SyncError | undefined;
-  private readonly suspects = new Map<string, number>();
+  /** Peers that refused a commit they advertised: the commit, and the height query count then. */
+  private readonly suspects = new Map<string, { index: number; seq: number }>();
+  /** Height queries launched so far: an answer judges a refusal only if asked after it. */
+  private heightQuerySeq = 0;
   private readonly checkpointDisagreements = new Set<string>();
   private readonly stats = { commitsApplied: 0, blocksApplied: 0, bytesApplied: 0 };
 
@@ -247,8 +265,11 @@ export class SyncEngine {
     this.committees.set(marks.epoch, committee);
     this.runUntilSynced = untilSynced;
     this.phase = "syncing";
-    this.queryHeights();
-    this.heightsTimer = setInterval(() => this.queryHeights(), this.options.peerQueryIntervalMs);
+    this.guard("height query", () => this.queryHeights());
+    this.heightsTimer = setInterval(
+      () => this.guard("height query", () => this.queryHeights()),
+      this.options.peerQueryIntervalMs,
+    );
     // Wakes the loop for retries after a backoff and for stall checks, which nothing else would.
     this.tickTimer = setInterval(() => this.kick(), this.options.tickIntervalMs);
     try {
@@ -299,17 +320,22 @@ export class SyncEngine {
     }
   }
 
-  /** Settles an I/O task through guarded handlers (see `guard`). */
+  /**
+   * Starts an I/O task and settles it through guarded handlers (see `guard`); a task that throws
+   * before returning its promise (a malformed address, say) fails like any call.
+   */
   private spawn<T>(
     what: string,
-    task: Promise<T>,
+    task: () => Promise<T>,
     onOk: (value: T) => void,
     onError: (e: unknown) => void,
   ): void {
-    task.then(
-      (value) => this.guard(what, () => onOk(value)),
-      (e: unknown) => this.guard(what, () => onError(e)),
-    );
+    Promise.resolve()
+      .then(task)
+      .then(
+        (value) => this.guard(what, () => onOk(value)),
+        (e: unknown) => this.guard(what, () => onError(e)),
+      );
   }
 
   /**
@@ -319,20 +345,16 @@ export class SyncEngine {
    */
   private checkStall(synced: boolean): void {
     const now = this.now();
-    const next = this.store.watermarks.highestSynced + 1;
-    const diagnosis = synced ? undefined : diagnoseStall(this.peers.all(), next, now);
+    const next = this.firstNeededCommit();
+    const diagnosis = synced
+      ? undefined
+      : diagnoseStall(this.peers.all(), next, now, this.highestVerified >= next);
     const m = this.config.metrics;
     if (diagnosis === undefined) {
+      // Some peer that has not failed since its last success can serve `next` (or we are synced).
       this.noSourceSince = undefined;
       const stall = this.stall;
       if (stall === undefined) return;
-      const recovered =
-        synced ||
-        next - 1 > this.stalledAtCommit ||
-        this.peers
-          .all()
-          .some((p) => p.consecutiveFailures === 0 && peerVerdict(p, next, now) === "can_serve");
-      if (!recovered) return;
       this.stall = undefined;
       for (const reason of STALL_REASONS) m?.stalled.set({ reason }, 0);
       this.log.info(
@@ -345,7 +367,6 @@ export class SyncEngine {
     if (this.stall === undefined && now - this.noSourceSince < this.options.stallGraceMs) return;
     const previous = this.stall;
     this.stall = { ...diagnosis, sinceMs: previous?.sinceMs ?? this.noSourceSince };
-    this.stalledAtCommit = next - 1;
     if (previous?.reason !== diagnosis.reason) {
       for (const reason of STALL_REASONS) m?.stalled.set({ reason }, reason === diagnosis.reason ? 1 : 0);
       this.log.warn(
@@ -358,6 +379,22 @@ export class SyncEngine {
         "stalled",
         `gave up after ${Math.round((now - this.stall.sinceMs) / 1000)} s without a source (${diagnosis.reason}): ${diagnosis.detail}`,
       );
+  }
+
+  /**
+   * The lowest commit whose data we still lack: after the store's head, or, when the head
+   * segment's commits are verified, the commit of its first block still to fetch (a batch may
+   * run past what one peer holds, so serving its first commit is not enough).
+   */
+  private firstNeededCommit(): number {
+    const head = this.segments[0];
+    const state = head?.state;
+    if (state?.kind === "fetching_blocks") {
+      const first = state.chunks.reduce((min, c) => Math.min(min, c.offset), Number.POSITIVE_INFINITY);
+      const commit = state.verified.commits[commitPosition(state.verified.refEnds, first)];
+      if (commit !== undefined) return commit.index;
+    }
+    return this.store.watermarks.highestSynced + 1;
   }
 
   /** Stops fetching and waits for a store write in progress, so that the store can close. */
@@ -388,7 +425,7 @@ export class SyncEngine {
    */
   onPushCommit(peerHost: string, highestSynced: number): void {
     this.log.debug({ peer: peerHost, highest: highestSynced }, "push commit hint");
-    this.queryHeights();
+    this.guard("height query", () => this.queryHeights());
   }
 
   isSynced(): boolean {
@@ -435,29 +472,33 @@ export class SyncEngine {
       }
       round.outstanding++;
       p.inflight++;
+      const seq = ++this.heightQuerySeq;
       const signal = AbortSignal.any([
         this.controller.signal,
         AbortSignal.timeout(this.options.heightQueryTimeoutMs),
       ]);
       this.spawn(
         "height answer",
-        this.network.getCommitAvailability(p.address, signal),
+        () => this.network.getCommitAvailability(p.address, signal),
         (report) => {
           p.inflight--;
           const now = this.now();
           const suspect = this.suspects.get(p.address);
-          this.suspects.delete(p.address);
+          // Only an answer to a query sent after the refusal can judge it.
+          const judged = suspect !== undefined && seq > suspect.seq;
+          if (judged) this.suspects.delete(p.address);
           // It refused a commit it still advertises. Not evidence enough for a ban (a bug, an
           // overload, a prune in progress), but its heights above it are not believed for a while,
           // so that it neither gets that range again nor holds the target up.
-          if (suspect !== undefined && report.lowest <= suspect && report.highest >= suspect) {
-            p.doubtedFrom = suspect;
+          if (judged && report.lowest <= suspect.index && report.highest >= suspect.index) {
+            p.doubtedFrom = suspect.index;
             p.doubtedUntil = now + this.options.banDurationMs;
-            p.lastError = `refused commit ${suspect}, which it advertises (${report.lowest}..${report.highest}): its heights above ${suspect - 1} are ignored for ${Math.round(this.options.banDurationMs / 1000)} s`;
-            this.log.warn({ peer: p.address, commit: suspect }, p.lastError);
+            p.lastError = `refused commit ${suspect.index}, which it advertises (${report.lowest}..${report.highest}): its heights above ${suspect.index - 1} are ignored for ${Math.round(this.options.banDurationMs / 1000)} s`;
+            this.log.warn({ peer: p.address, commit: suspect.index }, p.lastError);
           }
           if (!this.peers.updateHeights(p.address, report, now))
             this.log.warn({ peer: p.address }, "peer serves another chain (genesis differs): never used");
+          else if (suspect !== undefined && !judged) p.highest = Math.min(p.highest, suspect.index - 1);
           this.endHeightQuery(round);
         },
         (e: unknown) => {
@@ -498,11 +539,15 @@ export class SyncEngine {
     this.config.metrics?.bannedPeers.set(this.peers.all().filter((p) => p.bannedUntil > now).length);
     this.config.metrics?.offChainPeers.set(this.peers.all().filter((p) => p.offChain).length);
 
-    // Plan: extend the segment list up to the target, drop idle ones beyond it.
+    // Plan: extend the segment list up to the target, drop unverified ones beyond it (the peers
+    // that advertised them were banned or doubted since; answers still in flight are ignored).
     while (this.segments.length > 0) {
       const last = this.segments.at(-1)!;
-      if (last.state.kind === "idle" && last.start > target) this.segments.pop();
-      else break;
+      const unverified =
+        last.state.kind === "idle" || last.state.kind === "fetching_commits" || last.state.kind === "fetched";
+      if (!unverified || last.start <= target) break;
+      this.release(last);
+      this.segments.pop();
     }
     let frontier = this.segments.at(-1)?.end ?? marks.highestSynced;
     while (this.segments.length < this.options.maxSegmentsAhead && frontier < target) {
@@ -525,6 +570,7 @@ export class SyncEngine {
         epoch: s.verified.nextCommittee !== undefined ? last.epoch + 1 : last.epoch,
       };
     }
+    this.highestVerified = prev.index;
     this.config.metrics?.highestVerified.set(prev.index);
 
     // Height queries first: they wait for a free slot per peer like fetches, and come first.
@@ -577,7 +623,8 @@ export class SyncEngine {
     const signal = this.controller.signal;
     this.spawn(
       "FetchCommits answer",
-      this.network.fetchCommits(peer.address, seg.start, seg.end, { signal, expectedBytes: estimate * 4 }),
+      () =>
+        this.network.fetchCommits(peer.address, seg.start, seg.end, { signal, expectedBytes: estimate * 4 }),
       (res) => {
         this.endRequest(peer, estimate);
         this.peers.recordSuccess(peer, res.bytes, performance.now() - started);
@@ -607,7 +654,7 @@ export class SyncEngine {
       (e: unknown) => {
         this.endRequest(peer, estimate);
         if (this.segments.includes(seg)) seg.state = { kind: "idle" };
-        this.onPeerError(peer, "FetchCommits", e as PeerError, seg.start);
+        this.onPeerError(peer, "FetchCommits", e as PeerError, requestStart);
         this.kick();
       },
     );
@@ -639,10 +686,13 @@ export class SyncEngine {
     if (
       result.error?.code === "broken_link" &&
       seg.start === marks0(this.store) &&
-      this.store.watermarks.highestSynced > 0
+      this.store.watermarks.highestSynced > 0 &&
+      this.certifiedDespiteLink(commits, certifiers, seg.start, committee)
     ) {
-      // The first commit after a trusted checkpoint does not link to it: either this peer lies or
-      // the checkpoint is not of the chain our peers serve. When every on-chain peer says so, stop.
+      // The first commit after a trusted checkpoint does not link to it, yet a quorum of the
+      // checkpoint's committee certified it: either the checkpoint is not of the chain our peers
+      // serve, or that committee forked. When every on-chain peer says so, stop. (An uncertified
+      // batch is just a bad peer, banned below: one hostile peer cannot stop the node.)
       this.checkpointDisagreements.add(address);
       const onChain = this.peers.all().filter((p) => p.known && !p.offChain).length;
       if (this.checkpointDisagreements.size >= onChain)
@@ -691,13 +741,18 @@ export class SyncEngine {
     } else if (last.index > seg.end) this.absorbFollowing(i, last.index);
     // Every commit's refs, in order: commit k's blocks are a contiguous run of them.
     const refs: BlockRef[] = [];
-    for (const c of result.commits) for (const ref of c.commit.blocks) refs.push(ref);
+    const refEnds: number[] = [];
+    for (const c of result.commits) {
+      for (const ref of c.commit.blocks) refs.push(ref);
+      refEnds.push(refs.length);
+    }
     const verified: Verified = {
       commits: result.commits,
       certifiers: result.certifierBlocks.map((b) => b.bytes),
       committee,
       nextCommittee,
       refs,
+      refEnds,
     };
     const blocks = new Array<Uint8Array | undefined>(refs.length);
     const chunks: Chunk[] = [];
@@ -722,6 +777,25 @@ export class SyncEngine {
     }
     seg.state = { kind: "fetching_blocks", verified, chunks, blocks };
     if (chunks.length === 0) seg.state = { kind: "ready", verified, blocks };
+  }
+
+  /** The batch would verify if its first commit's link were not checked. */
+  private certifiedDespiteLink(
+    commits: Uint8Array[],
+    certifiers: Uint8Array[],
+    start: number,
+    committee: CommitteeView,
+  ): boolean {
+    const unlinked = verifyCommitBatch({
+      commits,
+      certifierBlocks: certifiers,
+      expectedStart: start,
+      previousDigest: undefined,
+      committee,
+      chainId: this.chainId,
+      verifier: this.config.verifier,
+    });
+    return unlinked.error === undefined && unlinked.commits.length > 0;
   }
 
   /**
@@ -753,20 +827,21 @@ export class SyncEngine {
     for (const chunk of state.chunks) {
       if (chunk.fetching) continue;
       if (this.requests >= this.options.maxConcurrentRequests) return;
+      if (!this.budgetAllows(chunk.count * this.blockEstimate, head)) return;
+      const peer = this.pickForChunk(state.verified, state.chunks, chunk, now);
+      if (peer === undefined) continue;
       const estimate = chunk.count * this.blockEstimate;
       const refs = state.verified.refs.slice(chunk.offset, chunk.offset + chunk.count);
-      if (!this.budgetAllows(estimate, head)) return;
-      const peer = this.peers.pick(seg.start, seg.end, now);
-      if (peer === undefined) return;
       chunk.fetching = true;
       this.beginRequest(peer, estimate);
       const started = performance.now();
       this.spawn(
         "FetchBlocks answer",
-        this.network.fetchBlocks(peer.address, refs, {
-          signal: this.controller.signal,
-          expectedBytes: estimate,
-        }),
+        () =>
+          this.network.fetchBlocks(peer.address, refs, {
+            signal: this.controller.signal,
+            expectedBytes: estimate,
+          }),
         (res) => {
           this.endRequest(peer, estimate);
           chunk.fetching = false;
@@ -783,11 +858,44 @@ export class SyncEngine {
         (e: unknown) => {
           this.endRequest(peer, estimate);
           chunk.fetching = false;
-          this.onPeerError(peer, "FetchBlocks", e as PeerError, seg.start);
+          const commit = state.verified.commits[commitPosition(state.verified.refEnds, chunk.offset)];
+          this.onPeerError(peer, "FetchBlocks", e as PeerError, commit?.index ?? seg.start);
           this.kick();
         },
       );
     }
+  }
+
+  /**
+   * A peer for a chunk of refs: one that holds the commits those refs belong to (not the whole
+   * segment, which after a long batch may span more than any one peer holds). When nobody holds
+   * them all, the chunk is cut after the last commit the best peer holding its first one has.
+   */
+  private pickForChunk(
+    verified: Verified,
+    chunks: Chunk[],
+    chunk: Chunk,
+    now: number,
+  ): PeerState | undefined {
+    const { commits, refEnds } = verified;
+    const first = commitPosition(refEnds, chunk.offset);
+    const last = commitPosition(refEnds, chunk.offset + chunk.count - 1);
+    const firstIndex = commits[first]!.index;
+    const peer = this.peers.pick(firstIndex, commits[last]!.index, now);
+    if (peer !== undefined || first === last) return peer;
+    const partial = this.peers.pick(firstIndex, firstIndex, now);
+    if (partial === undefined) return undefined;
+    const upTo = Math.min(partial.highest, commits[last]!.index) - firstIndex + first;
+    const cut = refEnds[upTo]! - chunk.offset;
+    if (cut <= 0 || cut >= chunk.count) return undefined;
+    // The rest becomes a chunk of its own, for whoever holds it.
+    chunks.splice(chunks.indexOf(chunk) + 1, 0, {
+      offset: chunk.offset + cut,
+      count: chunk.count - cut,
+      fetching: false,
+    });
+    chunk.count = cut;
+    return partial;
   }
 
   private acceptBlocks(
@@ -964,7 +1072,7 @@ export class SyncEngine {
     if (kind === "unavailable_range" && index !== undefined) {
       // Honest peers never un-advertise a commit, but they may prune: ask again before anything
       // else. Until the answer, it is not asked for this range.
-      this.suspects.set(peer.address, index);
+      this.suspects.set(peer.address, { index, seq: this.heightQuerySeq });
       peer.highest = Math.min(peer.highest, index - 1);
       peer.lastError = `${method}: ${error.message}`;
       this.queryHeights();

@@ -11,18 +11,27 @@
 import type { PeerState } from "./peers.js";
 
 /** Metric label values: a small fixed set. */
-export const STALL_REASONS = ["no_peers", "unreachable", "busy", "off_chain", "banned", "pruned"] as const;
+export const STALL_REASONS = [
+  "no_peers",
+  "unreachable",
+  "busy",
+  "off_chain",
+  "banned",
+  "pruned",
+  "behind",
+] as const;
 export type StallReason = (typeof STALL_REASONS)[number];
 
 export type PeerVerdict =
-  /** Can serve `next` now, or once its requests in flight finish. */
+  /** Can serve `next`, and has not failed since its last success. */
   | "can_serve"
   /** Holds nothing above our head: not a source, and not a fault. */
   | "behind"
   /** Its heights are not known yet and it has not failed: wait for the answer. */
   | "pending"
+  /** In a failure streak (refused connections, deadlines, errors) until a call succeeds. */
   | "unreachable"
-  /** Asked us to slow down (RESOURCE_EXHAUSTED with a retry hint), or refused a range. */
+  /** In a streak of RESOURCE_EXHAUSTED answers with a retry hint, or of refusals. */
   | "busy"
   | "off_chain"
   | "banned"
@@ -39,7 +48,9 @@ export function peerVerdict(p: PeerState, next: number, now: number): PeerVerdic
   if (p.offChain) return "off_chain";
   if (p.bannedUntil > now) return "banned";
   if (!p.known) return p.consecutiveFailures > 0 ? "unreachable" : "pending";
-  if (p.consecutiveFailures > 0 && p.retryAt > now) return p.busy ? "busy" : "unreachable";
+  // A streak lasts until a call succeeds, not until the backoff ends: a peer retried every 50 ms
+  // that fails every time must not look like a source between its retries.
+  if (p.consecutiveFailures > 0) return p.busy ? "busy" : "unreachable";
   if (p.highest < next) return "behind";
   if (p.lowest > next) return "pruned";
   return "can_serve";
@@ -56,12 +67,14 @@ const PRECEDENCE = [
 
 /**
  * The diagnosis for commit `next`, or undefined when some peer can serve it, an answer is
- * pending, or every usable peer is simply not ahead of us (synced).
+ * pending, or every usable peer is simply not ahead of us (synced). `knownBeyond`: commits from
+ * `next` on are known to exist (verified ahead of the store), so peers behind them are no excuse.
  */
 export function diagnoseStall(
   peers: readonly PeerState[],
   next: number,
   now: number,
+  knownBeyond = false,
 ): StallDiagnosis | undefined {
   if (peers.length === 0)
     return { reason: "no_peers", detail: `no peer to ask for commit ${next}: give --peer addresses` };
@@ -74,10 +87,10 @@ export function diagnoseStall(
     byVerdict.set(v, list);
   }
   const failing = PRECEDENCE.filter((r) => byVerdict.has(r));
-  // Everyone reachable is behind or level with us, and nobody is failing: synced, not stalled.
-  if (failing.length === 0) return undefined;
-  // Some peers are level with us and the rest cannot be reached: we cannot know if there is more.
-  const reason = failing[0]!;
+  // Everyone reachable is behind or level with us, and nobody is failing: synced, not stalled,
+  // unless we know of certified commits that nobody we can reach holds.
+  if (failing.length === 0 && !knownBeyond) return undefined;
+  const reason: StallReason = failing[0] ?? "behind";
   const parts: string[] = [];
   for (const [verdict, addresses] of byVerdict)
     parts.push(

@@ -10,10 +10,12 @@
 import assert from "node:assert/strict";
 import { Writable } from "node:stream";
 import { describe, type TestContext, test } from "node:test";
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import pino from "pino";
 import { Registry } from "prom-client";
-import type { CommitsResponse } from "../../src/client/index.js";
+import { type CommitsResponse, PeerError } from "../../src/client/index.js";
 import { NativeVerifier } from "../../src/crypto/index.js";
+import { CommitSchema } from "../../src/gen/dagsync/v1/types_pb.js";
 import { SyncEngine } from "../../src/sync/engine.js";
 import { SyncError } from "../../src/sync/errors.js";
 import { SyncMetrics } from "../../src/sync/metrics.js";
@@ -22,6 +24,7 @@ import type { SyncOptions } from "../../src/sync/options.js";
 import { type FakePeerBehaviour, FakeSyncNetwork } from "../helpers/sync-fake-network.js";
 import {
   assertStoreExact,
+  checkpointAt,
   committeesHeld,
   SMALL_OPTIONS,
   tempStore,
@@ -124,7 +127,7 @@ describe("sync engine: a node never waits silently", () => {
       assert.equal(stall?.reason, c.reason);
       assert.match(stall!.detail, c.detail);
       assert.equal(await stalledGauge(c.reason), 1);
-      for (const other of ["unreachable", "off_chain", "pruned", "busy", "banned", "no_peers"])
+      for (const other of ["unreachable", "off_chain", "pruned", "busy", "banned", "no_peers", "behind"])
         if (other !== c.reason) assert.equal(await stalledGauge(other), 0, `gauge for ${other}`);
       const callsAtStall = network.calls.length;
       await new Promise((r) => setTimeout(r, 600)); // dozens of ticks
@@ -253,5 +256,107 @@ describe("sync engine: bounded wake-ups", () => {
     });
     await new Promise((r) => setTimeout(r, 50));
     assert.deepEqual(unhandled, []);
+  });
+});
+
+describe("sync engine: hostile or failing peers cannot hide a stall or stop the node (review cases)", () => {
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+  test("segments fetched from a peer whose heights are then doubted are dropped: the node is synced at what honest peers hold", async (t) => {
+    // honest holds 1..50; x holds everything but refuses FetchCommits starting in 51..75.
+    const { ts, engine } = await setup(
+      t,
+      { "honest:9100": { height: 50 }, "x:9100": {} },
+      { maxStallMs: 5_000, commitsPerRequest: 25 },
+      (n) => {
+        const w = Object.create(n) as FakeSyncNetwork;
+        w.fetchCommits = (peer, start, end, o) =>
+          peer === "x:9100" && start >= 51 && start <= 75
+            ? Promise.reject(new PeerError("unavailable_range", peer, "FetchCommits: not available"))
+            : n.fetchCommits(peer, start, end, o);
+        return w;
+      },
+    );
+    await withTimeout(engine.run(true), 5_000, "run(true) to end synced at the honest height");
+    assert.equal(ts.store.watermarks.highestSynced, 50);
+    assert.equal(engine.progress.phase, "synced");
+    assertNobodyBanned(engine);
+  });
+
+  test("a peer that advertises more and answers RESOURCE_EXHAUSTED (50 ms hint) forever is reported busy, and run(untilSynced) gives up", async (t) => {
+    const { engine } = await setup(
+      t,
+      {
+        "honest:9100": { height: 50 },
+        "x:9100": { fail: { kind: "rate_limited", methods: ["commits", "blocks"], retryAfterMs: 50 } },
+      },
+      { maxStallMs: 500 },
+    );
+    await assert.rejects(withTimeout(engine.run(true), 5_000, "run"), (e: unknown) => {
+      assert.ok(e instanceof SyncError && e.code === "stalled", String(e));
+      assert.match(e.message, /\(busy\).*busy: x:9100/);
+      return true;
+    });
+    assertNobodyBanned(engine);
+  });
+
+  test("one hostile peer answering first with an uncertified commit that does not link to the checkpoint is banned; the node completes", async (t) => {
+    const ts = await tempStore(chain, checkpointAt(chain, commits, 50));
+    t.after(() => ts.cleanup());
+    const network = new FakeSyncNetwork(commits, chain.genesis.digest, {
+      "evil:9100": {
+        rewriteCommits: (r) => {
+          const c = fromBinary(CommitSchema, r.commits[0]!);
+          c.previousDigest = new Uint8Array(32).fill(9);
+          return { commits: [toBinary(CommitSchema, c)], certifierBlocks: [] };
+        },
+      },
+      "honest:9100": { latencyMs: 100 },
+    });
+    const engine = new SyncEngine({
+      store: ts.store,
+      network,
+      peers: ["evil:9100", "honest:9100"],
+      verifier: new NativeVerifier(),
+      log: pino({ level: "silent" }),
+      options: SMALL_OPTIONS,
+    });
+    t.after(() => engine.stop());
+    await withTimeout(engine.run(true), 10_000, "sync past the hostile answer");
+    assert.equal(ts.store.watermarks.highestSynced, commits.length);
+    const evil = engine.peerStatuses().find((p) => p.address === "evil:9100")!;
+    assert.ok(evil.banCount >= 1, "the hostile peer is banned");
+    assert.match(evil.lastError, /broken_link/);
+  });
+
+  test("blocks of a long batch are fetched from a peer that holds part of it, chunk by chunk; a peer down for blocks shows as a stall", async (t) => {
+    // a certifies only 37 (and the epoch end 40) and never answers FetchBlocks; b holds 1..30 only.
+    const epochEnds = new Set(commits.filter((c) => c.nextCommittee !== undefined).map((c) => c.index));
+    const { ts, engine, network } = await setup(
+      t,
+      {
+        "a:9100": {
+          certifies: (i) => i % 37 === 0 || epochEnds.has(i),
+          fail: { kind: "network", methods: ["blocks"] },
+        },
+        "b:9100": { height: 30, latencyMs: 50 },
+      },
+      { commitsPerRequest: 10, blocksPerRequest: 1000 },
+    );
+    const running = engine.run(false);
+    await waitFor(
+      () => ts.store.watermarks.highestSynced >= 0 && engine.progress.phase === "stalled",
+      10_000,
+      "stalled",
+    );
+    // b served the blocks of the commits it holds, although the batch (1..37) runs past its height.
+    assert.ok(
+      network.callsTo("b:9100", "blocks").some((c) => c.error === undefined),
+      "b was asked for blocks",
+    );
+    assert.match(engine.progress.stall!.detail, /a:9100/);
+    await sleep(10);
+    await engine.stop();
+    await running;
   });
 });
