@@ -624,7 +624,10 @@ export class SyncEngine {
     this.spawn(
       "FetchCommits answer",
       () =>
-        this.network.fetchCommits(peer.address, seg.start, seg.end, { signal, expectedBytes: estimate * 4 }),
+        this.network.fetchCommits(peer.address, seg.start, seg.end, {
+          signal,
+          expectedBytes: Math.max(estimate * 4, this.options.commitAnswerBytes),
+        }),
       (res) => {
         this.endRequest(peer, estimate);
         this.peers.recordSuccess(peer, res.bytes, performance.now() - started);

@@ -4,6 +4,12 @@ export interface SyncOptions {
   readonly peerQueryIntervalMs: number;
   /** Commits asked for per FetchCommits (servers cap at 100). Default 100. */
   readonly commitsPerRequest: number;
+  /**
+   * Bytes a FetchCommits answer may carry, for its deadline: a server may answer past the end
+   * asked for (the batch contract), so a short request can bring a long batch. Default 4 MiB
+   * (servers' maxFetchResponseBytes).
+   */
+  readonly commitAnswerBytes: number;
   /** Refs per FetchBlocks request (servers reject more than 1000). Default 1000. */
   readonly blocksPerRequest: number;
   /** Commit batches planned ahead of the applied height. Default 32. */
@@ -57,6 +63,7 @@ export interface SyncOptions {
 export const DEFAULT_SYNC_OPTIONS: SyncOptions = {
   peerQueryIntervalMs: 5_000,
   commitsPerRequest: 100,
+  commitAnswerBytes: 4 * 1024 * 1024,
   blocksPerRequest: 1000,
   maxSegmentsAhead: 32,
   maxConcurrentRequests: 12,

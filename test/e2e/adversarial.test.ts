@@ -401,7 +401,12 @@ describe("a full node among hostile peers", () => {
       assert.match(o.lastError, /another chain/);
       assert.equal(other.stats.calls.FetchCommits + other.stats.calls.FetchBlocks, 0, "never asked for data");
       assert.ok(other.stats.calls.GetCommitAvailability >= 1);
-      assert.ok(honest.stats.calls.FetchCommits > 0 && honest.stats.calls.FetchBlocks > 0, "honest served");
+      // Which honest source serves which part varies (the liar and the block staller serve real
+      // commits too); the honest peer must have served some of it.
+      assert.ok(
+        honest.stats.calls.FetchCommits + honest.stats.calls.FetchBlocks > 0,
+        `honest served: ${JSON.stringify(honest.stats.calls)}`,
+      );
 
       // Prometheus: a ban per culprit that sent invalid data, under its verification code; none
       // for the others; no stall any more.
