@@ -12,7 +12,9 @@ import { execFile } from "node:child_process";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { parseCommit, sha256, toHex } from "../../src/core/index.js";
+import { toJson } from "@bufbuild/protobuf";
+import { decodeStrict, fromHex, parseCommit, parseSignedBlock, sha256, toHex } from "../../src/core/index.js";
+import { BlockSchema } from "../../src/gen/dagsync/v1/types_pb.js";
 import { type DevnetFixture, makeDevnet, type RunningServer, serveStoreDir } from "../helpers/server.js";
 
 const run = promisify(execFile);
@@ -240,5 +242,71 @@ describe("python grpcio through reflection only", () => {
       Array.from({ length: 5 }, (_, i) => COMMITS_PER_EPOCH - 4 + i),
     );
     assert.deepEqual(out.commit_sha256, await storedDigests(COMMITS_PER_EPOCH - 4, COMMITS_PER_EPOCH));
+  });
+});
+
+/**
+ * One reading of every byte (issue 10): Python's protobuf, knowing only the schema, reads honest
+ * blocks exactly as dagsync does, and where it would read the issue's bytes otherwise (a known
+ * field of the wrong wire type, skipped as unknown), dagsync refuses them instead of reading
+ * something else. Over grpcio, the issue's raw FetchCommits request is refused too.
+ */
+describe("interop: Python's protobuf reads what dagsync reads, or dagsync refuses", () => {
+  const READ_BYTES = `${ROOT}test/interop/read_bytes.py`;
+  const DESCRIPTORS = `${ROOT}src/gen/dagsync.binpb`;
+
+  interface ReadBytesOutput {
+    readings: ({ fields: Record<string, unknown>; unknown: number } | { error: string })[];
+    fetch_commits_raw: { code: string; details: string };
+  }
+
+  test("honest blocks read alike; 0d0110100d0d10022018 is epoch 0 with unknown fields to Python and refused by dagsync", async (t) => {
+    try {
+      await run(PYTHON, ["-c", "import grpc, google.protobuf"], { timeout: 10_000 });
+    } catch {
+      const message = `${PYTHON} cannot import grpc: install python3-grpcio (apt-get install python3-grpcio)`;
+      if (process.env.CI) assert.fail(message);
+      t.skip(message);
+      return;
+    }
+    const commits = (await srv.store.getCommits(1, 3)).map(parseCommit);
+    const refs = commits.flatMap((c) => c.commit.blocks);
+    const signed = await srv.store.getBlocks(refs);
+    const honest = signed.map((b) => parseSignedBlock(b!).blockBytes);
+    assert.ok(honest.length >= 5);
+    const issueBlock = fromHex("0d0110100d0d10022018");
+    const cases = [...honest, issueBlock].map((b) => ({ type: "dagsync.v1.Block", hex: toHex(b) }));
+    const child = execFile(PYTHON, [READ_BYTES, DESCRIPTORS, srv.address], { timeout: 60_000 });
+    child.stdin!.end(JSON.stringify(cases));
+    let stdout = "";
+    child.stdout!.on("data", (d: Buffer) => {
+      stdout += d.toString();
+    });
+    const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+    assert.equal(code, 0, "read_bytes.py failed");
+    const out = JSON.parse(stdout) as ReadBytesOutput;
+
+    honest.forEach((bytes, k) => {
+      const python = out.readings[k]!;
+      assert.ok("fields" in python, JSON.stringify(python));
+      assert.equal(python.unknown, 0);
+      const ours = toJson(BlockSchema, decodeStrict(BlockSchema, bytes), { useProtoFieldName: true });
+      assert.deepEqual(python.fields, ours, `block ${k} read alike`);
+    });
+    const python = out.readings.at(-1)!;
+    assert.ok("fields" in python, JSON.stringify(python));
+    assert.equal(python.fields.epoch, undefined, "Python reads no epoch (field 1 has the wrong wire type)");
+    assert.ok(python.unknown >= 1, "Python keeps it as an unknown field");
+    assert.throws(
+      () => decodeStrict(BlockSchema, issueBlock),
+      /field 1 \(epoch\) of dagsync\.v1\.Block has wire type 5/,
+    );
+    assert.throws(
+      () => parseSignedBlock(fromHex(`0a0a${toHex(issueBlock)}1240${"00".repeat(64)}`)),
+      /field 1 \(epoch\)/,
+    );
+
+    assert.equal(out.fetch_commits_raw.code, "INVALID_ARGUMENT");
+    assert.match(out.fetch_commits_raw.details, /field 1 \(start\)/);
   });
 });
