@@ -27,8 +27,28 @@ export interface ServerOptions {
     readonly subscribeCommits: RateQuota;
     readonly admin: RateQuota;
   };
-  /** Requests in flight per peer (remote IP) before RESOURCE_EXHAUSTED. Default 32. */
+  /** Requests in flight per peer (remote IP) before RESOURCE_EXHAUSTED; streams count apart. Default 32. */
   readonly maxInflightPerPeer: number;
+  /**
+   * Bulk calls (FetchCommits, FetchBlocks, SubscribeCommits replay steps) served at once,
+   * server-wide; more get RESOURCE_EXHAUSTED with a retry hint at once. Default 32.
+   */
+  readonly maxBulkCalls: number;
+  /**
+   * Response bytes of bulk calls being assembled or sent, server-wide: with the idle footprint,
+   * what bounds a crowd's cost in memory. A call reserves maxFetchResponseBytes until its
+   * response is assembled. Default 64 MiB.
+   */
+  readonly maxServerInflightBytes: number;
+  /** How long an address refused bulk work still counts for fair shares, ms. Default 1,000. */
+  readonly bulkContentionWindowMs: number;
+  /** Bounds of the retry-after-ms hint given to refused bulk calls, ms. Default 10 and 2,000. */
+  readonly bulkRetryAfterMinMs: number;
+  readonly bulkRetryAfterMaxMs: number;
+  /** Open SubscribeCommits streams per peer (apart from maxInflightPerPeer). Default 8. */
+  readonly maxStreamsPerPeer: number;
+  /** Open SubscribeCommits streams, server-wide. Default 256. */
+  readonly maxStreams: number;
   /** Peers tracked by the rate limiter before idle ones are forgotten. Default 10,000. */
   readonly maxTrackedPeers: number;
   /** HTTP/2 keepalive ping interval, ms. Default 30,000. */
@@ -60,6 +80,13 @@ export const DEFAULT_SERVER_OPTIONS: ServerOptions = {
     admin: { perSecond: 20, burst: 40 },
   },
   maxInflightPerPeer: 32,
+  maxBulkCalls: 32,
+  maxServerInflightBytes: 64 * 1024 * 1024,
+  bulkContentionWindowMs: 1_000,
+  bulkRetryAfterMinMs: 10,
+  bulkRetryAfterMaxMs: 2_000,
+  maxStreamsPerPeer: 8,
+  maxStreams: 256,
   maxTrackedPeers: 10_000,
   keepaliveTimeMs: 30_000,
   keepaliveTimeoutMs: 10_000,

@@ -7,6 +7,7 @@ import type { Logger } from "pino";
 import { Registry } from "prom-client";
 import type { PushCommitRequest } from "../gen/dagsync/v1/sync_pb.js";
 import type { Store } from "../store/index.js";
+import { CallEndWatch } from "./call-end.js";
 import { ServerMetrics } from "./metrics.js";
 import { resolveServerOptions, type ServerOptions, type ServerOptionsInput } from "./options.js";
 import { addReflection, Health, SERVICE_NAMES } from "./reflection.js";
@@ -49,7 +50,11 @@ export class SyncServer {
     this.registry = config.registry ?? new Registry();
     this.metrics = new ServerMetrics(this.registry);
     const o = this.options;
+    const callEnds = new CallEndWatch(
+      new Set([STATE_SYNC_SERVICE.fetchCommits.path, STATE_SYNC_SERVICE.fetchBlocks.path]),
+    );
     this.server = new Server({
+      interceptors: [callEnds.interceptor],
       "grpc.max_receive_message_length": o.maxReceiveMessageBytes,
       "grpc.max_send_message_length": o.maxSendMessageBytes,
       "grpc.keepalive_time_ms": o.keepaliveTimeMs,
@@ -66,6 +71,7 @@ export class SyncServer {
       feed: config.feed,
       onPushCommit: config.onPushCommit,
       status: config.status,
+      callEnds,
     });
     this.server.addService(STATE_SYNC_SERVICE, handlers as unknown as UntypedServiceImplementation);
     this.server.addService(ADMIN_SERVICE, { getStatus: handlers.getStatus });

@@ -35,6 +35,8 @@ import {
 } from "../gen/dagsync/v1/sync_pb.js";
 import { WireFetchCommitsResponseSchema } from "../gen/dagsync/wire/v1/wire_pb.js";
 import type { Store } from "../store/index.js";
+import { BulkAdmission, type BulkTicket } from "./admission.js";
+import type { CallEndWatch } from "./call-end.js";
 import { type Decoded, rawMethod } from "./codec.js";
 import { invalidArgument, notFound, outOfRange, RpcError, resourceExhausted, statusName } from "./errors.js";
 import type { ServerMetrics } from "./metrics.js";
@@ -56,6 +58,8 @@ export interface StateSyncDeps {
   readonly onPushCommit?: ((peer: string, request: PushCommitRequest) => void) | undefined;
   /** The node's status for Admin/GetStatus, beyond what the store knows. */
   readonly status?: (() => NodeStatus) | undefined;
+  /** Tells when a unary response has been written (bulk bytes are held until then). */
+  readonly callEnds?: CallEndWatch | undefined;
 }
 
 /** What the node adds to Admin/GetStatus beyond the store's watermarks. */
@@ -108,6 +112,9 @@ function fieldOverhead(length: number): number {
 export class StateSyncHandlers {
   private readonly quotas: Record<RpcName, Gcra>;
   private readonly inflight: InflightLimiter;
+  private readonly streams: InflightLimiter;
+  private openStreams = 0;
+  readonly bulk: BulkAdmission;
 
   constructor(private readonly deps: StateSyncDeps) {
     const { options } = deps;
@@ -117,6 +124,62 @@ export class StateSyncHandlers {
     ]);
     this.quotas = Object.fromEntries(entries) as Record<RpcName, Gcra>;
     this.inflight = new InflightLimiter(options.maxInflightPerPeer);
+    this.streams = new InflightLimiter(options.maxStreamsPerPeer);
+    this.bulk = new BulkAdmission({
+      maxBulkCalls: options.maxBulkCalls,
+      maxServerInflightBytes: options.maxServerInflightBytes,
+      contentionWindowMs: options.bulkContentionWindowMs,
+      minRetryAfterMs: options.bulkRetryAfterMinMs,
+      maxRetryAfterMs: options.bulkRetryAfterMaxMs,
+    });
+  }
+
+  /** A server-wide ticket for bulk work (admission.ts), or RESOURCE_EXHAUSTED with a retry hint. */
+  private admitBulk(method: string, peer: string): BulkTicket {
+    const { options, metrics } = this.deps;
+    const result = this.bulk.acquire(peer, options.maxFetchResponseBytes);
+    if (result.ok) return result.ticket;
+    metrics.rateLimited.inc({ method, reason: `server_${result.reason}` });
+    const why =
+      result.reason === "share"
+        ? `${peer} holds its fair share of the server's bulk capacity while others wait`
+        : result.reason === "calls"
+          ? `the server is serving ${options.maxBulkCalls} bulk calls (its cap)`
+          : `the server holds ${Math.round(options.maxServerInflightBytes / 1048576)} MiB of responses (its budget)`;
+    throw resourceExhausted(`server busy: ${why}; retry in ${result.retryAfterMs} ms`, result.retryAfterMs);
+  }
+
+  /** Quota and the stream caps (apart from the per-peer in-flight cap of calls). */
+  private admitStream(method: string, peer: string): () => void {
+    const { options, metrics } = this.deps;
+    const admission = this.quotas.subscribeCommits.take(peer);
+    if (!admission.ok) {
+      metrics.rateLimited.inc({ method, reason: "rate" });
+      throw resourceExhausted(
+        `rate limit for ${method} exceeded for ${peer}: retry in ${admission.retryAfterMs} ms`,
+        admission.retryAfterMs,
+      );
+    }
+    if (this.openStreams >= options.maxStreams) {
+      metrics.rateLimited.inc({ method, reason: "server_streams" });
+      throw resourceExhausted(
+        `the server has ${options.maxStreams} open streams (its cap): retry later`,
+        1_000,
+      );
+    }
+    const release = this.streams.acquire(peer);
+    if (release === undefined) {
+      metrics.rateLimited.inc({ method, reason: "streams" });
+      throw resourceExhausted(
+        `${peer} has ${options.maxStreamsPerPeer} open streams (the per-peer cap): close one first`,
+        1_000,
+      );
+    }
+    this.openStreams++;
+    return () => {
+      release();
+      this.openStreams--;
+    };
   }
 
   /** Admission for one call: quota, then in-flight cap. Returns the release function. */
@@ -144,6 +207,7 @@ export class StateSyncHandlers {
     rpc: RpcName,
     method: string,
     run: (request: T, peer: string) => Promise<Uint8Array>,
+    kind: "light" | "bulk" = "light",
   ): handleUnaryCall<Decoded<T>, Uint8Array> {
     return (call: ServerUnaryCall<Decoded<T>, Uint8Array>, callback: sendUnaryData<Uint8Array>) => {
       const started = performance.now();
@@ -158,18 +222,29 @@ export class StateSyncHandlers {
         } else callback(error!.toServiceError());
       };
       let release: (() => void) | undefined;
+      let ticket: BulkTicket | undefined;
       (async () => {
         release = this.admit(rpc, method, peer);
         const decoded = call.request;
         if (!decoded.ok) throw invalidArgument(decoded.error);
+        if (kind === "bulk") ticket = this.admitBulk(method, peer);
         return run(decoded.value, peer);
       })().then(
         (bytes) => {
           release?.();
+          if (ticket !== undefined) {
+            // Held until the response is written (or the call cancelled), not only assembled.
+            const t = ticket;
+            t.resize(bytes.length);
+            call.once("cancelled", () => t.release());
+            if (this.deps.callEnds?.onEnd(call.metadata, () => t.release()) !== true)
+              queueMicrotask(() => t.release());
+          }
           finish(status.OK, bytes);
         },
         (e: unknown) => {
           release?.();
+          ticket?.release();
           const error = e instanceof RpcError ? e : this.internal(method, peer, e);
           finish(error.code, undefined, error);
         },
@@ -208,55 +283,60 @@ export class StateSyncHandlers {
       );
   }
 
-  fetchCommits = this.unary("fetchCommits", "FetchCommits", async (req: { start: bigint; end: bigint }) => {
-    const { store, options } = this.deps;
-    if (req.start === 0n) throw invalidArgument("start must be ≥ 1 (commit indices start at 1)");
-    const start = index("start", req.start);
-    const requestedEnd = index("end", req.end);
-    if (start > requestedEnd) throw invalidArgument(`start ${start} is after end ${requestedEnd}`);
-    this.checkAvailable(start);
-    const marks = store.watermarks;
-    const bounds = store.epochBoundsOf(start);
-    let end = Math.min(requestedEnd, start + options.maxCommitsPerFetch - 1, marks.highestSynced);
-    if (bounds.end !== undefined) end = Math.min(end, bounds.end);
+  fetchCommits = this.unary(
+    "fetchCommits",
+    "FetchCommits",
+    async (req: { start: bigint; end: bigint }) => {
+      const { store, options } = this.deps;
+      if (req.start === 0n) throw invalidArgument("start must be ≥ 1 (commit indices start at 1)");
+      const start = index("start", req.start);
+      const requestedEnd = index("end", req.end);
+      if (start > requestedEnd) throw invalidArgument(`start ${start} is after end ${requestedEnd}`);
+      this.checkAvailable(start);
+      const marks = store.watermarks;
+      const bounds = store.epochBoundsOf(start);
+      let end = Math.min(requestedEnd, start + options.maxCommitsPerFetch - 1, marks.highestSynced);
+      if (bounds.end !== undefined) end = Math.min(end, bounds.end);
 
-    const commits = await store.getCommits(start, end);
-    const budget = options.maxFetchResponseBytes;
-    // Size bound on the commits alone first; the certifier blocks are added below.
-    let size = 0;
-    let count = 0;
-    for (const c of commits) {
-      const next = size + c.length + fieldOverhead(c.length);
-      if (count > 0 && next > budget) break;
-      size = next;
-      count++;
-    }
-    // End at the highest commit in range whose certifier blocks we hold; shrink while too big.
-    const certified = await store.highestCertifiedIn(start, start + count - 1);
-    if (certified === undefined) {
-      // Nothing certifiable within the bounds: run past them to the first commit of the epoch we
-      // can certify (the batch contract, DESIGN §3). DESIGN caps this at maxCommitsPerFetch too,
-      // but a node that synced from a server with a larger cap holds certifiers farther apart, and
-      // refusing would leave such a node unable to serve at all; a batch of commits alone is small.
-      const first = await store.lowestCertifiedIn(start, bounds.end ?? marks.highestSynced);
-      if (first === undefined) throw notFound(`no certified commit at or after ${start} on this node`);
-      return this.encodeCommits(
-        await store.getCommits(start, first),
-        (await store.getCertifiers(first)) ?? [],
-      );
-    }
-    let last: number = certified;
-    for (;;) {
-      const certifiers: Uint8Array[] = (await store.getCertifiers(last)) ?? [];
-      const chosen = commits.slice(0, last - start + 1);
-      let total = 0;
-      for (const b of [...chosen, ...certifiers]) total += b.length + fieldOverhead(b.length);
-      const lower: number | undefined =
-        total > budget && last > start ? await store.highestCertifiedIn(start, last - 1) : undefined;
-      if (lower === undefined) return this.encodeCommits(chosen, certifiers);
-      last = lower;
-    }
-  });
+      const commits = await store.getCommits(start, end);
+      const budget = options.maxFetchResponseBytes;
+      // Size bound on the commits alone first; the certifier blocks are added below.
+      let size = 0;
+      let count = 0;
+      for (const c of commits) {
+        const next = size + c.length + fieldOverhead(c.length);
+        if (count > 0 && next > budget) break;
+        size = next;
+        count++;
+      }
+      // End at the highest commit in range whose certifier blocks we hold; shrink while too big.
+      const certified = await store.highestCertifiedIn(start, start + count - 1);
+      if (certified === undefined) {
+        // Nothing certifiable within the bounds: run past them to the first commit of the epoch we
+        // can certify (the batch contract, DESIGN §3). DESIGN caps this at maxCommitsPerFetch too,
+        // but a node that synced from a server with a larger cap holds certifiers farther apart, and
+        // refusing would leave such a node unable to serve at all; a batch of commits alone is small.
+        const first = await store.lowestCertifiedIn(start, bounds.end ?? marks.highestSynced);
+        if (first === undefined) throw notFound(`no certified commit at or after ${start} on this node`);
+        return this.encodeCommits(
+          await store.getCommits(start, first),
+          (await store.getCertifiers(first)) ?? [],
+        );
+      }
+      let last: number = certified;
+      for (;;) {
+        const certifiers: Uint8Array[] = (await store.getCertifiers(last)) ?? [];
+        const chosen = commits.slice(0, last - start + 1);
+        let total = 0;
+        for (const b of [...chosen, ...certifiers]) total += b.length + fieldOverhead(b.length);
+        const lower: number | undefined =
+          total > budget && last > start ? await store.highestCertifiedIn(start, last - 1) : undefined;
+        if (lower === undefined) return this.encodeCommits(chosen, certifiers);
+        last = lower;
+      }
+    },
+    "bulk",
+  );
 
   private encodeCommits(commits: Uint8Array[], certifierBlocks: Uint8Array[]): Uint8Array {
     return toBinary(
@@ -296,6 +376,7 @@ export class StateSyncHandlers {
       }
       return encodeRawFields([[1, blocks]]);
     },
+    "bulk",
   );
 
   pushCommit = this.unary("pushCommit", "PushCommit", async (req: PushCommitRequest, peer) => {
@@ -354,7 +435,7 @@ export class StateSyncHandlers {
       unblock?.();
     });
     const run = async () => {
-      release = this.admit("subscribeCommits", method, peer);
+      release = this.admitStream(method, peer);
       const decoded = call.request;
       if (!decoded.ok) throw invalidArgument(decoded.error);
       if (decoded.value.start === 0n) throw invalidArgument("start must be ≥ 1 (commit indices start at 1)");
@@ -382,33 +463,45 @@ export class StateSyncHandlers {
           continue;
         }
         const end = Math.min(highest, next + options.subscriberReadAhead - 1);
-        for (const commitBytes of await store.getCommits(next, end)) {
-          if (cancelled) return;
-          const entry = parseCommit(commitBytes);
-          const blocks = await store.getBlocks(entry.commit.blocks);
-          const missing = blocks.indexOf(undefined);
-          if (missing >= 0)
-            throw notFound(
-              `commit ${entry.index}: block ${formatBlockRef(entry.commit.blocks[missing]!)} is missing`,
-            );
-          const bytes = encodeRawFields([
-            [1, [commitBytes]],
-            [2, blocks as Uint8Array[]],
-          ]);
-          if (live) metrics.subscriberLag.observe(store.watermarks.highestSynced - entry.index);
-          metrics.bytesServed.inc({ method }, bytes.length);
-          if (!call.write(bytes))
-            await new Promise<void>((resolve) => {
-              const done = () => {
-                call.off("drain", done);
-                unblock = undefined;
-                resolve();
-              };
-              unblock = done;
-              call.once("drain", done);
-              if (cancelled) done();
-            });
-          next = entry.index + 1;
+        // A replay step is bulk work: it waits for a server-wide ticket (a stream is not refused
+        // mid-replay; it is slowed down). Following live costs no ticket.
+        let step: BulkTicket | undefined;
+        while (!live && step === undefined && !cancelled) {
+          const r = this.bulk.acquire(peer, options.maxFetchResponseBytes);
+          if (r.ok) step = r.ticket;
+          else await new Promise((resolve) => setTimeout(resolve, r.retryAfterMs));
+        }
+        try {
+          for (const commitBytes of await store.getCommits(next, end)) {
+            if (cancelled) return;
+            const entry = parseCommit(commitBytes);
+            const blocks = await store.getBlocks(entry.commit.blocks);
+            const missing = blocks.indexOf(undefined);
+            if (missing >= 0)
+              throw notFound(
+                `commit ${entry.index}: block ${formatBlockRef(entry.commit.blocks[missing]!)} is missing`,
+              );
+            const bytes = encodeRawFields([
+              [1, [commitBytes]],
+              [2, blocks as Uint8Array[]],
+            ]);
+            if (live) metrics.subscriberLag.observe(store.watermarks.highestSynced - entry.index);
+            metrics.bytesServed.inc({ method }, bytes.length);
+            if (!call.write(bytes))
+              await new Promise<void>((resolve) => {
+                const done = () => {
+                  call.off("drain", done);
+                  unblock = undefined;
+                  resolve();
+                };
+                unblock = done;
+                call.once("drain", done);
+                if (cancelled) done();
+              });
+            next = entry.index + 1;
+          }
+        } finally {
+          step?.release();
         }
       }
     };
