@@ -49,6 +49,12 @@ export interface ServerOptions {
   readonly maxStreamsPerPeer: number;
   /** Open SubscribeCommits streams, server-wide. Default 256. */
   readonly maxStreams: number;
+  /** HTTP/2 sessions (connections) open at once, server-wide; more are closed as they open. Default 1,024. */
+  readonly maxSessions: number;
+  /** HTTP/2 sessions open at once from one address. Default 16. */
+  readonly maxSessionsPerPeer: number;
+  /** A session without calls for this long is closed, ms. Default 300,000 (5 minutes). */
+  readonly idleSessionTimeoutMs: number;
   /** Peers tracked by the rate limiter before idle ones are forgotten. Default 10,000. */
   readonly maxTrackedPeers: number;
   /** HTTP/2 keepalive ping interval, ms. Default 30,000. */
@@ -87,6 +93,9 @@ export const DEFAULT_SERVER_OPTIONS: ServerOptions = {
   bulkRetryAfterMaxMs: 2_000,
   maxStreamsPerPeer: 8,
   maxStreams: 256,
+  maxSessions: 1024,
+  maxSessionsPerPeer: 16,
+  idleSessionTimeoutMs: 300_000,
   maxTrackedPeers: 10_000,
   keepaliveTimeMs: 30_000,
   keepaliveTimeoutMs: 10_000,

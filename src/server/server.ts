@@ -11,6 +11,7 @@ import { CallEndWatch } from "./call-end.js";
 import { ServerMetrics } from "./metrics.js";
 import { resolveServerOptions, type ServerOptions, type ServerOptionsInput } from "./options.js";
 import { addReflection, Health, SERVICE_NAMES } from "./reflection.js";
+import { SessionLimit } from "./session-limit.js";
 import {
   ADMIN_SERVICE,
   type CommitFeed,
@@ -44,12 +45,17 @@ export class SyncServer {
   private readonly server: Server;
   private readonly health = new Health(SERVICE_NAMES);
   private boundPort: number | undefined;
+  readonly sessions: SessionLimit;
 
   constructor(private readonly config: SyncServerConfig) {
     this.options = resolveServerOptions(config.options);
     this.registry = config.registry ?? new Registry();
     this.metrics = new ServerMetrics(this.registry);
     const o = this.options;
+    this.sessions = new SessionLimit(o, (peer, why) => {
+      this.metrics.rateLimited.inc({ method: "(connection)", reason: "sessions" });
+      config.log.debug({ peer }, `connection refused: ${why}`);
+    });
     const callEnds = new CallEndWatch(
       new Set([STATE_SYNC_SERVICE.fetchCommits.path, STATE_SYNC_SERVICE.fetchBlocks.path]),
     );
@@ -62,6 +68,7 @@ export class SyncServer {
       "grpc.keepalive_permit_without_calls": 1,
       "grpc.http2.min_ping_interval_without_data_ms": 5_000,
       "grpc.max_concurrent_streams": o.maxConcurrentStreams,
+      "grpc.max_connection_idle_ms": o.idleSessionTimeoutMs,
     });
     const handlers = new StateSyncHandlers({
       store: config.store,
@@ -109,6 +116,8 @@ export class SyncServer {
         } else resolve(port);
       });
     });
+    if (!this.sessions.attach(this.server))
+      this.config.log.warn("connection caps are not enforced: this grpc-js has no http2Servers map");
     this.health.setServing(true);
     return this.boundPort;
   }
