@@ -36,10 +36,14 @@ export class SourceClient {
   private readonly transport: Transport;
   readonly baseUrl: string;
 
-  /** A client of the server on 127.0.0.1:`port` whose connections leave from `localAddress`. */
+  /**
+   * A client of the server on 127.0.0.1:`port` whose connections leave from `localAddress`;
+   * `windowBytes` is the HTTP/2 stream window (16 MiB by default).
+   */
   constructor(
     port: number,
     readonly localAddress: string,
+    windowBytes = 16 * 1024 * 1024,
   ) {
     this.baseUrl = `http://127.0.0.1:${port}`;
     this.sessions = new Http2SessionManager(
@@ -47,7 +51,7 @@ export class SourceClient {
       { pingIntervalMs: 60_000, idleConnectionTimeoutMs: 60_000 },
       {
         createConnection: () => connect({ host: "127.0.0.1", port, localAddress }),
-        settings: { initialWindowSize: 16 * 1024 * 1024 },
+        settings: { initialWindowSize: windowBytes },
       },
     );
     this.transport = createGrpcTransport({
@@ -128,10 +132,13 @@ export class SourceClient {
   /**
    * Opens a SubscribeCommits stream from `start` and reads it (without decoding) until `signal`
    * aborts it or the server ends it. `received` counts messages; `ended` says how it ended.
+   * With `read: false` the stream is opened but never read (a stalled subscriber): the server's
+   * writes then meet HTTP/2 flow control.
    */
   subscribe(
     start: number,
     signal: AbortSignal,
+    opts: { read?: boolean } = {},
   ): { readonly received: () => number; readonly ended: Promise<Outcome<number>> } {
     let received = 0;
     const started = performance.now();
@@ -147,7 +154,12 @@ export class SourceClient {
           undefined,
           input as never,
         );
-        for await (const _ of res.message as AsyncIterable<unknown>) received++;
+        if (opts.read === false)
+          await new Promise<void>((resolve) => {
+            if (signal.aborted) resolve();
+            else signal.addEventListener("abort", () => resolve(), { once: true });
+          });
+        else for await (const _ of res.message as AsyncIterable<unknown>) received++;
         return {
           code: "OK",
           message: "",

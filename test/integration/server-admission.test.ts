@@ -187,6 +187,12 @@ test("under bulk overload from 12 addresses", async (t) => {
       assert.ok(refused.length > 0, "the crowd is over the caps: some calls must be refused");
       for (const c of refused) {
         assert.match(c.outcome.message, /^server busy: /, `${c.address}: ${c.outcome.message}`);
+        // A share refusal names the caller: the server sees each client's own source address.
+        if (/fair share/.test(c.outcome.message))
+          assert.ok(
+            c.outcome.message.startsWith(`server busy: ${c.address} holds its fair share`),
+            c.outcome.message,
+          );
         assert.match(
           c.outcome.retryAfterRaw ?? "",
           /^\d+$/,
@@ -338,3 +344,51 @@ test("4. a FetchBlocks the client cancels gives its ticket back", async () => {
 function t4diag(s: string): void {
   console.log(`# cancel: ${s}`);
 }
+
+// Known to fail (todo): a SubscribeCommits replay step holds its bulk ticket (and its 4 MiB
+// reservation, never resized) while it waits for "drain", so streams whose reader stalls pin tickets
+// for as long as they stay open; with the defaults, 16 such streams (2 addresses × 8) hold the whole
+// 64 MiB budget and every other address's FetchCommits/FetchBlocks is refused.
+test("5. subscribers that stop reading mid-replay do not keep other addresses' bulk calls out", {
+  todo: "state-sync.ts holds a replay step's bulk ticket across backpressure",
+}, async () => {
+  // A small window, so that an unread stream stops the server's writes within one replay step.
+  const stalled = new SourceClient(served.port, "127.0.0.61", 16 * 1024);
+  const fetcher = new SourceClient(served.port, "127.0.0.62");
+  const abort = new AbortController();
+  try {
+    // Replays from 1 that are never read: each blocks on flow control within its first step.
+    const streams = Array.from({ length: MAX_BULK_CALLS }, () =>
+      stalled.subscribe(1, abort.signal, { read: false }),
+    );
+    await waitFor(async () => (await openSubscribers(served)) === streams.length, 5_000, "streams open");
+    await sleep(500);
+    const held = served.server.bulkInflight;
+    console.log(`# stalled: bulk tickets held by ${streams.length} unread streams: ${JSON.stringify(held)}`);
+    const outcomes: Outcome<Uint8Array[]>[] = [];
+    const until = performance.now() + 2_000;
+    while (performance.now() < until) {
+      const o = await fetcher.fetchBlocks(refs.slice(0, 10));
+      outcomes.push(o);
+      if (o.code === "OK") break;
+      await sleep(o.retryAfterMs ?? 50);
+    }
+    const last = outcomes.at(-1)!;
+    assert.equal(
+      last.code,
+      "OK",
+      `127.0.0.62 refused for 2 s while ${MAX_BULK_CALLS} stalled streams from 127.0.0.61 hold ` +
+        `${JSON.stringify(held)} bulk tickets: ${outcomes.length} calls, last "${last.message}"`,
+    );
+  } finally {
+    abort.abort();
+    await waitFor(async () => (await openSubscribers(served)) === 0, 5_000, "streams closed on the server");
+    stalled.close();
+    fetcher.close();
+  }
+  await waitFor(
+    () => served.server.bulkInflight.calls === 0 && served.server.bulkInflight.bytes === 0,
+    3_000,
+    `no bulk tickets held once the stalled streams are gone (${JSON.stringify(served.server.bulkInflight)})`,
+  );
+});
