@@ -46,6 +46,7 @@ export class SyncServer {
   private readonly health = new Health(SERVICE_NAMES);
   private boundPort: number | undefined;
   readonly sessions: SessionLimit;
+  private readonly handlers: StateSyncHandlers;
 
   constructor(private readonly config: SyncServerConfig) {
     this.options = resolveServerOptions(config.options);
@@ -80,10 +81,16 @@ export class SyncServer {
       status: config.status,
       callEnds,
     });
+    this.handlers = handlers;
     this.server.addService(STATE_SYNC_SERVICE, handlers as unknown as UntypedServiceImplementation);
     this.server.addService(ADMIN_SERVICE, { getStatus: handlers.getStatus });
     this.health.addToServer(this.server);
     addReflection(this.server, SERVICE_NAMES);
+  }
+
+  /** Bulk calls and response bytes holding server-wide tickets now (admission.ts). */
+  get bulkInflight(): { readonly calls: number; readonly bytes: number } {
+    return { calls: this.handlers.bulk.inflightCalls, bytes: this.handlers.bulk.inflightBytes };
   }
 
   get port(): number {

@@ -236,7 +236,10 @@ export class StateSyncHandlers {
             // Held until the response is written (or the call cancelled), not only assembled.
             const t = ticket;
             t.resize(bytes.length);
-            call.once("cancelled", () => t.release());
+            // A call cancelled while its response was assembled sends no status and has already
+            // emitted "cancelled": release now, or the ticket is held forever.
+            if (call.cancelled) t.release();
+            else call.once("cancelled", () => t.release());
             if (this.deps.callEnds?.onEnd(call.metadata, () => t.release()) !== true)
               queueMicrotask(() => t.release());
           }
