@@ -490,7 +490,12 @@ export class StateSyncHandlers {
             ]);
             if (live) metrics.subscriberLag.observe(store.watermarks.highestSynced - entry.index);
             metrics.bytesServed.inc({ method }, bytes.length);
-            if (!call.write(bytes))
+            if (!call.write(bytes)) {
+              // A subscriber that does not read must not pin server-wide bulk capacity: the step
+              // gives its ticket back before waiting (what waits in its send buffer is at most one
+              // step, and streams are capped per address and server-wide).
+              step?.release();
+              step = undefined;
               await new Promise<void>((resolve) => {
                 const done = () => {
                   call.off("drain", done);
@@ -501,6 +506,7 @@ export class StateSyncHandlers {
                 call.once("drain", done);
                 if (cancelled) done();
               });
+            }
             next = entry.index + 1;
           }
         } finally {
