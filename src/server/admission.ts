@@ -12,8 +12,13 @@
  *   use once its response is assembled; the rest is held until the response has been written);
  * - fair: while addresses contend (hold tickets, or were refused within `contentionWindowMs`),
  *   each may hold at most an equal share of the calls and of the bytes (at least one call);
- * - over the cap, a caller is refused at once with a retry hint (about the time a call holds its
- *   ticket), never queued until its deadline.
+ * - in turn: an address refused for want of a free call waits in line, and the next freed calls
+ *   are kept for the addresses in line, first refused first, for as long as they keep asking
+ *   (within `contentionWindowMs`). Without this, an address that just finished a call asks again
+ *   within a millisecond and takes the freed call, while the refused ones wait out their hint:
+ *   shares alone left some addresses with nothing served at all;
+ * - over the cap, a caller is refused at once with a retry hint (about when its turn comes),
+ *   never queued until its deadline.
  *
  * Light calls (heights, hints, health, reflection, Admin) never take a ticket. Pure: a clock is
  * injected.
@@ -31,7 +36,10 @@ export interface BulkAdmissionOptions {
   readonly maxRetryAfterMs: number;
 }
 
-export type BulkRefusal = { readonly reason: "calls" | "bytes" | "share"; readonly retryAfterMs: number };
+export type BulkRefusal = {
+  readonly reason: "calls" | "bytes" | "share" | "turn";
+  readonly retryAfterMs: number;
+};
 
 export interface BulkTicket {
   /** The response is assembled: keep only `bytes` reserved until it is written. */
@@ -49,8 +57,11 @@ export class BulkAdmission {
   private calls = 0;
   private bytes = 0;
   private readonly holders = new Map<string, Holder>();
-  /** Addresses refused recently, with when: they contend for a share although they hold nothing. */
-  private readonly refused = new Map<string, number>();
+  /**
+   * Addresses refused recently, in the order they were first refused, with when they last asked:
+   * they contend for a share although they hold nothing, and the next freed calls are theirs.
+   */
+  private readonly waiting = new Map<string, number>();
   /** EWMA of how long a ticket is held, ms: the retry hint. */
   private holdMs = 50;
 
@@ -71,25 +82,33 @@ export class BulkAdmission {
   acquire(peer: string, reserve: number): { ok: true; ticket: BulkTicket } | ({ ok: false } & BulkRefusal) {
     const now = this.now();
     const o = this.options;
+    this.expireWaiting(now);
     const holder = this.holders.get(peer) ?? { calls: 0, bytes: 0 };
-    const contenders = this.contenders(peer, now);
+    const contenders = this.contenders(peer);
     const callShare = Math.max(1, Math.floor(o.maxBulkCalls / contenders));
     const byteShare = Math.max(reserve, Math.floor(o.maxServerInflightBytes / contenders));
+    const free = o.maxBulkCalls - this.calls;
+    const place = this.placeInLine(peer);
     let reason: BulkRefusal["reason"] | undefined;
     if (holder.calls >= callShare || holder.bytes + reserve > byteShare) reason = "share";
-    else if (this.calls >= o.maxBulkCalls) reason = "calls";
+    else if (free <= 0) reason = "calls";
+    // The free calls are kept for those in line before us (all of the line, if we are not in it).
+    else if (free <= place) reason = "turn";
     else if (this.bytes + reserve > o.maxServerInflightBytes && this.calls > 0) reason = "bytes";
     if (reason !== undefined) {
-      this.refused.set(peer, now);
-      if (this.refused.size > 4 * o.maxBulkCalls + 1024) this.forgetRefused(now);
-      return { ok: false, reason, retryAfterMs: this.retryHint() };
+      // Wanting a free call puts an address in line (keeping its place if it had one); one
+      // refused for holding its share already has its part.
+      if (reason !== "share") this.waiting.set(peer, now);
+      if (this.waiting.size > 4 * o.maxBulkCalls + 1024)
+        this.waiting.delete(this.waiting.keys().next().value!);
+      return { ok: false, reason, retryAfterMs: this.retryHint(this.placeInLine(peer)) };
     }
+    this.waiting.delete(peer);
     holder.calls++;
     holder.bytes += reserve;
     this.holders.set(peer, holder);
     this.calls++;
     this.bytes += reserve;
-    this.refused.delete(peer);
     const started = now;
     let held = reserve;
     let released = false;
@@ -116,23 +135,33 @@ export class BulkAdmission {
     };
   }
 
-  /** Addresses holding tickets or refused within the window, counting `peer`. */
-  private contenders(peer: string, now: number): number {
-    let n = this.holders.size + (this.holders.has(peer) ? 0 : 1);
-    for (const [address, at] of this.refused) {
-      if (now - at > this.options.contentionWindowMs) this.refused.delete(address);
-      else if (address !== peer && !this.holders.has(address)) n++;
+  /** How many addresses are in line before `peer` (all of them if it is not in line). */
+  private placeInLine(peer: string): number {
+    let k = 0;
+    for (const address of this.waiting.keys()) {
+      if (address === peer) return k;
+      k++;
     }
+    return k;
+  }
+
+  /** Drops from the line the addresses that stopped asking. */
+  private expireWaiting(now: number): void {
+    for (const [address, at] of this.waiting)
+      if (now - at > this.options.contentionWindowMs) this.waiting.delete(address);
+  }
+
+  /** Addresses holding tickets or waiting in line, counting `peer`. */
+  private contenders(peer: string): number {
+    let n = this.holders.size + (this.holders.has(peer) ? 0 : 1);
+    for (const address of this.waiting.keys()) if (address !== peer && !this.holders.has(address)) n++;
     return n;
   }
 
-  private forgetRefused(now: number): void {
-    for (const [address, at] of this.refused)
-      if (now - at > this.options.contentionWindowMs) this.refused.delete(address);
-  }
-
-  private retryHint(): number {
-    const { minRetryAfterMs, maxRetryAfterMs } = this.options;
-    return Math.round(Math.min(maxRetryAfterMs, Math.max(minRetryAfterMs, this.holdMs)));
+  /** About when a call frees up for the `place`-th in line: calls end every holdMs / maxBulkCalls. */
+  private retryHint(place: number): number {
+    const { minRetryAfterMs, maxRetryAfterMs, maxBulkCalls } = this.options;
+    const ms = (this.holdMs * (place + 1)) / maxBulkCalls;
+    return Math.round(Math.min(maxRetryAfterMs, Math.max(minRetryAfterMs, ms)));
   }
 }

@@ -72,6 +72,25 @@ describe("bulk admission", () => {
     assert.equal(a.inflightCalls, 4);
   });
 
+  test("in turn: a freed call is kept for the address in line, not taken back by the one that freed it", () => {
+    const c = clock();
+    const a = new BulkAdmission({ ...OPTIONS, maxBulkCalls: 4 }, c.now);
+    const held = [take(a, "10.0.0.1"), take(a, "10.0.0.2"), take(a, "10.0.0.3"), take(a, "10.0.0.4")];
+    const late = a.acquire("10.0.0.9", MiB);
+    assert.ok(!late.ok && late.reason === "calls");
+    held[0]!.release();
+    const again = a.acquire("10.0.0.1", MiB);
+    assert.ok(!again.ok && again.reason === "turn", "the call just freed is 10.0.0.9's");
+    take(a, "10.0.0.9");
+    // Its turn lapses if it stops asking: after the window, anyone may take a freed call.
+    const b = a.acquire("10.0.0.8", MiB);
+    assert.ok(!b.ok);
+    held[1]!.release();
+    assert.ok(!a.acquire("10.0.0.2", MiB).ok, "10.0.0.8 is in line");
+    c.advance(1_001);
+    take(a, "10.0.0.2");
+  });
+
   test("release and resize are idempotent and never drive counts below zero", () => {
     const a = new BulkAdmission(OPTIONS, clock().now);
     const t = take(a, "10.0.0.1", 4 * MiB);
