@@ -49,9 +49,12 @@ export interface ServerOptions {
   readonly maxStreamsPerPeer: number;
   /** Open SubscribeCommits streams, server-wide. Default 256. */
   readonly maxStreams: number;
-  /** HTTP/2 sessions (connections) open at once, server-wide; more are closed as they open. Default 1,024. */
+  /** HTTP/2 sessions (connections) open at once, server-wide; more are closed as they open. Default 4,096. */
   readonly maxSessions: number;
-  /** HTTP/2 sessions open at once from one address. Default 16. */
+  /**
+   * HTTP/2 sessions open at once from one address. Default 128: several nodes may share an
+   * address (NAT), and each opens a connection per peer client.
+   */
   readonly maxSessionsPerPeer: number;
   /** A session without calls for this long is closed, ms. Default 300,000 (5 minutes). */
   readonly idleSessionTimeoutMs: number;
@@ -93,8 +96,8 @@ export const DEFAULT_SERVER_OPTIONS: ServerOptions = {
   bulkRetryAfterMaxMs: 2_000,
   maxStreamsPerPeer: 8,
   maxStreams: 256,
-  maxSessions: 1024,
-  maxSessionsPerPeer: 16,
+  maxSessions: 4096,
+  maxSessionsPerPeer: 128,
   idleSessionTimeoutMs: 300_000,
   maxTrackedPeers: 10_000,
   keepaliveTimeMs: 30_000,
