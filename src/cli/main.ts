@@ -22,6 +22,7 @@ import { readGenesisFile, startFullNode } from "../node/full-node.js";
 import { createLogger } from "../node/logger.js";
 import { reportProgress } from "../node/progress.js";
 import { startServe, untilSignal } from "../node/serve.js";
+import { DEFAULT_SERVER_OPTIONS } from "../server/options.js";
 import { Store } from "../store/index.js";
 import { DEFAULT_SYNC_OPTIONS } from "../sync/index.js";
 import { withConfig } from "./config.js";
@@ -150,6 +151,18 @@ const serve = program
   .option("--tls-cert <file>", "TLS certificate chain (PEM) for both ports")
   .option("--tls-key <file>", "TLS private key (PEM)")
   .option("--tls-ca <file>", "CA (PEM) to trust when dialing peers over TLS")
+  .option(
+    "--max-bulk-calls <n>",
+    "bulk calls (FetchCommits, FetchBlocks, replay steps) served at once, server-wide",
+    integer(1, 100_000),
+    DEFAULT_SERVER_OPTIONS.maxBulkCalls,
+  )
+  .option(
+    "--max-server-inflight-mib <n>",
+    "response bytes of bulk calls in flight, server-wide, MiB",
+    integer(1, 65536),
+    DEFAULT_SERVER_OPTIONS.maxServerInflightBytes / (1024 * 1024),
+  )
   .action(
     async (opts: {
       store: string;
@@ -166,6 +179,8 @@ const serve = program
       tlsCert?: string;
       tlsKey?: string;
       tlsCa?: string;
+      maxBulkCalls: number;
+      maxServerInflightMib: number;
     }) => {
       const log = createLogger("dagsync");
       if (opts.live !== undefined && opts.index === undefined)
@@ -179,6 +194,10 @@ const serve = program
         networkKeyFile: opts.networkKey,
         allowKeys: opts.allowKey.map((k) => fromHex(k)),
         tls: await readTls(opts),
+        serverOptions: {
+          maxBulkCalls: opts.maxBulkCalls,
+          maxServerInflightBytes: opts.maxServerInflightMib * 1024 * 1024,
+        },
         live:
           opts.live === undefined
             ? undefined

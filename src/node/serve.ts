@@ -18,6 +18,7 @@ import { DevnetChain, type DevnetSnapshot } from "../devnet/chain.js";
 import { CommitRefSchema } from "../gen/dagsync/v1/types_pb.js";
 import { GossipMetrics, GossipNode } from "../gossip/index.js";
 import { type CommitFeed, SyncServer } from "../server/index.js";
+import type { ServerOptionsInput } from "../server/options.js";
 import { type ApplyUnit, Store } from "../store/index.js";
 import { startGossipServer, type TlsFiles } from "./gossip-server.js";
 import { startMetricsServer } from "./metrics-http.js";
@@ -46,6 +47,8 @@ export interface ServeConfig {
   readonly allowKeys?: readonly Uint8Array[] | undefined;
   readonly live?: LiveConfig | undefined;
   readonly tls?: TlsFiles | undefined;
+  /** Server limits (admission caps etc.); unset ones keep DEFAULT_SERVER_OPTIONS. */
+  readonly serverOptions?: ServerOptionsInput | undefined;
 }
 
 export interface RunningService {
@@ -77,7 +80,14 @@ export async function startServe(config: ServeConfig): Promise<RunningService> {
     const registry = new Registry();
     collectDefaultMetrics({ register: registry });
     const feed = new LocalFeed();
-    const server = new SyncServer({ store, log, registry, feed, tls: config.tls });
+    const server = new SyncServer({
+      store,
+      log,
+      registry,
+      feed,
+      tls: config.tls,
+      options: config.serverOptions,
+    });
     const port = await server.start(config.listen);
     cleanup.push(() => server.stop());
     if (config.metrics !== undefined) {
