@@ -3,7 +3,7 @@
  *
  *   BENCH_BLOCKS  blocks in the catch-up chain (default 100000; the RSS check also syncs half)
  *   BENCH_QUICK=1 a smaller run (20000 blocks, shorter limit measurements) for a smoke test
- *   BENCH_ONLY    a comma-separated subset of: serving, catchup, gossip (default: all)
+ *   BENCH_ONLY    a comma-separated subset of: serving, load, catchup, gossip (default: all)
  *   BENCH_SYNC_NODE_OPTIONS  V8 options for the syncing node only, in place of bin/dagsync's
  *                 (e.g. "" for V8's defaults instead of the 1 GB heap limit)
  *
@@ -30,13 +30,16 @@ import {
   MEMPOOL_QUOTA_PER_SECOND,
 } from "./gossip.js";
 import { type Limits, measureLimits } from "./limits.js";
+import { loadBench } from "./load.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 /** The installed command (a wrapper that sets Node's memory options), as an operator runs it. */
 const CLI = join(ROOT, "bin/dagsync");
 const CACHE = join(ROOT, "bench/.cache");
 const QUICK = process.env.BENCH_QUICK === "1";
-const ONLY = new Set((process.env.BENCH_ONLY ?? "serving,catchup,gossip").split(",").map((x) => x.trim()));
+const ONLY = new Set(
+  (process.env.BENCH_ONLY ?? "serving,load,catchup,gossip").split(",").map((x) => x.trim()),
+);
 const BLOCKS = Number(process.env.BENCH_BLOCKS ?? (QUICK ? 20_000 : 100_000));
 const SYNC_NODE_OPTIONS = process.env.BENCH_SYNC_NODE_OPTIONS;
 /** The devnet generator averages ≈ 4.5 committed blocks per commit with 4 validators. */
@@ -284,7 +287,7 @@ async function main(): Promise<void> {
     `  Ed25519 verify native / noble          ${f(limits.ed25519NativePerSec, 0)} / ${f(limits.ed25519NoblePerSec, 0)} per s`,
   );
 
-  if (ONLY.has("serving") || ONLY.has("catchup")) await chainBenches(limits);
+  if (ONLY.has("serving") || ONLY.has("load") || ONLY.has("catchup")) await chainBenches(limits);
   if (ONLY.has("gossip")) await gossipBench();
 }
 
@@ -292,6 +295,7 @@ async function chainBenches(limits: Limits): Promise<void> {
   const full = await devnet(BLOCKS);
   const half = await devnet(Math.round(BLOCKS / 2));
   if (ONLY.has("serving")) await servingBench(limits, full);
+  if (ONLY.has("load")) await loadSection(full);
   if (ONLY.has("catchup")) await catchUpBench(limits, half, full);
 }
 
@@ -310,6 +314,25 @@ async function servingBench(limits: Limits, full: DevnetSummary): Promise<void> 
   console.log(
     `  16 clients   ${f(fb16)} MB/s   ratio to raw gRPC stream ${f(fb16 / limits.grpcStreamMBps, 2)}`,
   );
+}
+
+async function loadSection(full: DevnetSummary): Promise<void> {
+  const store = full.validators[0]!.store;
+  const r = await loadBench(await allRefs(store), () => serve(store), QUICK ? 4 : 8);
+  console.log(
+    `\nserving under load: one serve process, default limits (budget ${f(r.budgetMb, 0)} MB, ` +
+      `${r.budgetCallers} calls' worth), FetchBlocks(1000 refs) callers 8 per source address, light probe every 50 ms`,
+  );
+  console.log(
+    `  unloaded (${r.unloaded.callers} callers)  ${f(r.unloaded.mbPerSec)} MB/s; light p50 ${f(r.unloaded.lightP50Ms)} ms, p99 ${f(r.unloaded.lightP99Ms)} ms; idle RSS ${f(r.idleRssMb, 0)} MB`,
+  );
+  for (const p of r.phases)
+    console.log(
+      `  ${p.label.padEnd(4)} ${String(p.callers).padStart(4)} callers  ${f(p.mbPerSec)} MB/s, goodput ${f(p.mbPerSec / r.unloaded.mbPerSec, 2)}` +
+        `${p.label === "20×" ? " (target ≥ 0.8)" : ""}; completed ${p.completed}, refused ${p.refused} (p50 ${f(p.refusedP50Ms)} ms), failed ${p.failed}; ` +
+        `peak RSS ${f(p.peakRssMb, 0)} MB (idle + budget ${f(r.idleRssMb + r.budgetMb, 0)}); ` +
+        `light p50 ${f(p.lightP50Ms)} ms, p99 ${f(p.lightP99Ms)} ms (target < 100) of ${p.lightCalls}${p.lightFailed > 0 ? `, ${p.lightFailed} failed` : ""}`,
+    );
 }
 
 async function catchUpBench(limits: Limits, half: DevnetSummary, full: DevnetSummary): Promise<void> {

@@ -62,8 +62,11 @@ export class BulkAdmission {
    * they contend for a share although they hold nothing, and the next freed calls are theirs.
    */
   private readonly waiting = new Map<string, number>();
-  /** EWMA of how long a ticket is held, ms: the retry hint. */
+  /** EWMA of how long a ticket is held, ms. */
   private holdMs = 50;
+  /** EWMA of the time between two releases, ms: how often a call frees up under load. */
+  private releaseGapMs = 50;
+  private lastReleaseAt: number | undefined;
 
   constructor(
     readonly options: BulkAdmissionOptions,
@@ -101,7 +104,12 @@ export class BulkAdmission {
       if (reason !== "share") this.waiting.set(peer, now);
       if (this.waiting.size > 4 * o.maxBulkCalls + 1024)
         this.waiting.delete(this.waiting.keys().next().value!);
-      return { ok: false, reason, retryAfterMs: this.retryHint(this.placeInLine(peer)) };
+      const retryAfterMs =
+        reason === "share"
+          ? // Its next call can start when one of its own ends.
+            this.clampHint(this.holdMs / Math.max(1, holder.calls))
+          : this.retryHint(this.placeInLine(peer));
+      return { ok: false, reason, retryAfterMs };
     }
     this.waiting.delete(peer);
     holder.calls++;
@@ -129,7 +137,11 @@ export class BulkAdmission {
           holder.calls--;
           holder.bytes -= held;
           if (holder.calls === 0) this.holders.delete(peer);
-          this.holdMs = 0.8 * this.holdMs + 0.2 * (this.now() - started);
+          const now = this.now();
+          this.holdMs = 0.8 * this.holdMs + 0.2 * (now - started);
+          if (this.lastReleaseAt !== undefined)
+            this.releaseGapMs = 0.9 * this.releaseGapMs + 0.1 * (now - this.lastReleaseAt);
+          this.lastReleaseAt = now;
         },
       },
     };
@@ -158,10 +170,17 @@ export class BulkAdmission {
     return n;
   }
 
-  /** About when a call frees up for the `place`-th in line: calls end every holdMs / maxBulkCalls. */
+  /**
+   * About when a call frees up for the `place`-th in line: one frees up every releaseGapMs (as
+   * measured, whichever of the calls or the bytes binds), or sooner when the server is not full.
+   */
   private retryHint(place: number): number {
-    const { minRetryAfterMs, maxRetryAfterMs, maxBulkCalls } = this.options;
-    const ms = (this.holdMs * (place + 1)) / maxBulkCalls;
+    const gap = Math.min(this.releaseGapMs, this.holdMs / Math.max(1, this.calls));
+    return this.clampHint(gap * (place + 1));
+  }
+
+  private clampHint(ms: number): number {
+    const { minRetryAfterMs, maxRetryAfterMs } = this.options;
     return Math.round(Math.min(maxRetryAfterMs, Math.max(minRetryAfterMs, ms)));
   }
 }

@@ -7,7 +7,7 @@ import type { Logger } from "pino";
 import { Registry } from "prom-client";
 import type { PushCommitRequest } from "../gen/dagsync/v1/sync_pb.js";
 import type { Store } from "../store/index.js";
-import { CallEndWatch } from "./call-end.js";
+import { BulkGate } from "./bulk-gate.js";
 import { ServerMetrics } from "./metrics.js";
 import { resolveServerOptions, type ServerOptions, type ServerOptionsInput } from "./options.js";
 import { addReflection, Health, SERVICE_NAMES } from "./reflection.js";
@@ -57,11 +57,14 @@ export class SyncServer {
       this.metrics.rateLimited.inc({ method: "(connection)", reason: "sessions" });
       config.log.debug({ peer }, `connection refused: ${why}`);
     });
-    const callEnds = new CallEndWatch(
+    // The gate admits through the handlers, which are made after it (they hold the quotas).
+    let handlers: StateSyncHandlers | undefined;
+    const gate = new BulkGate(
       new Set([STATE_SYNC_SERVICE.fetchCommits.path, STATE_SYNC_SERVICE.fetchBlocks.path]),
+      (path, peer) => handlers!.admitBulkCall(path, peer),
     );
     this.server = new Server({
-      interceptors: [callEnds.interceptor],
+      interceptors: [gate.interceptor],
       "grpc.max_receive_message_length": o.maxReceiveMessageBytes,
       "grpc.max_send_message_length": o.maxSendMessageBytes,
       "grpc.keepalive_time_ms": o.keepaliveTimeMs,
@@ -71,7 +74,7 @@ export class SyncServer {
       "grpc.max_concurrent_streams": o.maxConcurrentStreams,
       "grpc.max_connection_idle_ms": o.idleSessionTimeoutMs,
     });
-    const handlers = new StateSyncHandlers({
+    handlers = new StateSyncHandlers({
       store: config.store,
       options: o,
       metrics: this.metrics,
@@ -79,7 +82,7 @@ export class SyncServer {
       feed: config.feed,
       onPushCommit: config.onPushCommit,
       status: config.status,
-      callEnds,
+      gate,
     });
     this.handlers = handlers;
     this.server.addService(STATE_SYNC_SERVICE, handlers as unknown as UntypedServiceImplementation);

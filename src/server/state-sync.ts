@@ -36,7 +36,7 @@ import {
 import { WireFetchCommitsResponseSchema } from "../gen/dagsync/wire/v1/wire_pb.js";
 import type { Store } from "../store/index.js";
 import { BulkAdmission, type BulkTicket } from "./admission.js";
-import type { CallEndWatch } from "./call-end.js";
+import type { Admitted, BulkGate } from "./bulk-gate.js";
 import { type Decoded, rawMethod } from "./codec.js";
 import { invalidArgument, notFound, outOfRange, RpcError, resourceExhausted, statusName } from "./errors.js";
 import type { ServerMetrics } from "./metrics.js";
@@ -58,8 +58,11 @@ export interface StateSyncDeps {
   readonly onPushCommit?: ((peer: string, request: PushCommitRequest) => void) | undefined;
   /** The node's status for Admin/GetStatus, beyond what the store knows. */
   readonly status?: (() => NodeStatus) | undefined;
-  /** Tells when a unary response has been written (bulk bytes are held until then). */
-  readonly callEnds?: CallEndWatch | undefined;
+  /**
+   * Admits bulk calls before their request is read and holds the admission until the response
+   * is written (bulk-gate.ts); without it the handlers admit them, after decoding.
+   */
+  readonly gate?: BulkGate | undefined;
 }
 
 /** What the node adds to Admin/GetStatus beyond the store's watermarks. */
@@ -87,6 +90,12 @@ export const STATE_SYNC_SERVICE = {
     responseStream: true,
   }),
 };
+
+/** Bulk unary methods by path: their quota name and their name in metrics and messages. */
+const BULK_METHODS = new Map<string, readonly [RpcName, string]>([
+  [STATE_SYNC_SERVICE.fetchCommits.path, ["fetchCommits", "FetchCommits"]],
+  [STATE_SYNC_SERVICE.fetchBlocks.path, ["fetchBlocks", "FetchBlocks"]],
+]);
 
 export const ADMIN_SERVICE = {
   getStatus: rawMethod("/dagsync.v1.Admin/GetStatus", GetStatusRequestSchema),
@@ -203,6 +212,34 @@ export class StateSyncHandlers {
     return release;
   }
 
+  /**
+   * Everything a bulk call needs before its request is read: quota, the per-peer in-flight slot
+   * and a server-wide ticket. For the gate (bulk-gate.ts), which holds it until the call ends.
+   */
+  admitBulkCall(path: string, peer: string): Admitted | RpcError {
+    const name = BULK_METHODS.get(path);
+    if (name === undefined) return new RpcError(status.INTERNAL, `${path} is not a bulk method`);
+    const [rpc, method] = name;
+    let release: (() => void) | undefined;
+    try {
+      release = this.admit(rpc, method, peer);
+      const ticket = this.admitBulk(method, peer);
+      const done = release;
+      return {
+        ticket,
+        release: () => {
+          done();
+          ticket.release();
+        },
+      };
+    } catch (e) {
+      release?.();
+      const error = e instanceof RpcError ? e : this.internal(method, peer, e);
+      this.deps.metrics.calls.inc({ method, code: statusName(error.code) });
+      return error;
+    }
+  }
+
   private unary<T>(
     rpc: RpcName,
     method: string,
@@ -221,33 +258,34 @@ export class StateSyncHandlers {
           callback(null, bytes);
         } else callback(error!.toServiceError());
       };
+      // Admitted by the gate already (released by it when the call ends), or admitted here.
+      const gated = kind === "bulk" ? this.deps.gate?.admitted(call.metadata) : undefined;
       let release: (() => void) | undefined;
-      let ticket: BulkTicket | undefined;
+      let ticket: BulkTicket | undefined = gated?.ticket;
       (async () => {
-        release = this.admit(rpc, method, peer);
+        if (gated === undefined) release = this.admit(rpc, method, peer);
         const decoded = call.request;
         if (!decoded.ok) throw invalidArgument(decoded.error);
-        if (kind === "bulk") ticket = this.admitBulk(method, peer);
+        if (kind === "bulk" && gated === undefined) ticket = this.admitBulk(method, peer);
         return run(decoded.value, peer);
       })().then(
         (bytes) => {
           release?.();
-          if (ticket !== undefined) {
-            // Held until the response is written (or the call cancelled), not only assembled.
+          // Held until the response is written (or the call cancelled), not only assembled.
+          ticket?.resize(bytes.length);
+          if (gated === undefined && ticket !== undefined) {
             const t = ticket;
-            t.resize(bytes.length);
             // A call cancelled while its response was assembled sends no status and has already
             // emitted "cancelled": release now, or the ticket is held forever.
             if (call.cancelled) t.release();
             else call.once("cancelled", () => t.release());
-            if (this.deps.callEnds?.onEnd(call.metadata, () => t.release()) !== true)
-              queueMicrotask(() => t.release());
+            queueMicrotask(() => t.release());
           }
           finish(status.OK, bytes);
         },
         (e: unknown) => {
           release?.();
-          ticket?.release();
+          if (gated === undefined) ticket?.release();
           const error = e instanceof RpcError ? e : this.internal(method, peer, e);
           finish(error.code, undefined, error);
         },
