@@ -10,13 +10,18 @@
  * 2. light calls (GetCommitAvailability) from another address keep succeeding meanwhile;
  * 3. SubscribeCommits streams count apart from calls: 8 open streams from one address leave its
  *    calls free, a 9th stream is refused naming the per-peer stream cap;
- * 4. a FetchBlocks the client cancels gives its ticket back.
+ * 4. a FetchBlocks the client cancels gives its ticket back;
+ * 5. subscribers stalled mid-replay do not pin the budget;
+ * 6. a full server refuses a bulk call on its headers, before reading (decoding) its body.
  */
 import assert from "node:assert/strict";
+import * as http2 from "node:http2";
+import { connect } from "node:net";
 import { after, before, test } from "node:test";
 import { Code } from "@connectrpc/connect";
 import { parseCommit, verifyBlocksAgainstRefs } from "../../src/core/index.js";
 import type { BlockRef } from "../../src/gen/dagsync/v1/types_pb.js";
+import { fetchBlocksBodies } from "../helpers/bulk-load.js";
 import {
   type DevnetFixture,
   makeDevnet,
@@ -387,4 +392,75 @@ test("5. subscribers that stop reading mid-replay do not keep other addresses' b
     3_000,
     `no bulk tickets held once the stalled streams are gone (${JSON.stringify(served.server.bulkInflight)})`,
   );
+});
+
+/** A raw HTTP/2 FetchBlocks call from `localAddress` whose answer is never read, or an answer. */
+function rawFetchBlocks(
+  port: number,
+  localAddress: string,
+  body: Uint8Array,
+  read: boolean,
+): { session: http2.ClientHttp2Session; done: Promise<{ status: string; message: string }> } {
+  const session = http2.connect(`http://127.0.0.1:${port}`, {
+    createConnection: () => connect({ host: "127.0.0.1", port, localAddress }),
+    settings: { initialWindowSize: 65_535 },
+  });
+  session.on("error", () => {});
+  const req = session.request({
+    ":method": "POST",
+    ":path": "/dagsync.v1.StateSync/FetchBlocks",
+    "content-type": "application/grpc",
+    te: "trailers",
+  });
+  const done = new Promise<{ status: string; message: string }>((resolve) => {
+    let status = "none";
+    let message = "";
+    const take = (h: http2.IncomingHttpHeaders) => {
+      if (h["grpc-status"] !== undefined) status = String(h["grpc-status"]);
+      if (h["grpc-message"] !== undefined) message = decodeURIComponent(String(h["grpc-message"]));
+    };
+    req.on("response", take);
+    req.on("trailers", take);
+    req.on("error", () => {});
+    req.on("close", () => resolve({ status, message }));
+    if (read) req.on("data", () => {});
+    else req.pause();
+  });
+  req.end(body);
+  return { session, done };
+}
+
+// The gate (bulk-gate.ts) admits a bulk call on its headers, before its body is read: a refusal
+// costs no decoding. Seen from outside: a body that does not decode is refused as busy while the
+// server is full, and judged INVALID_ARGUMENT only once it would be admitted.
+test("6. a full server refuses a bulk call before reading its body", async () => {
+  const [good] = fetchBlocksBodies(refs, REFS_PER_CALL);
+  const garbage = new Uint8Array([0, 0, 0, 0, 3, 0xff, 0xff, 0xff]);
+  const holders = Array.from({ length: MAX_BULK_CALLS }, () =>
+    rawFetchBlocks(served.port, "127.0.0.61", good!, false),
+  );
+  try {
+    await waitFor(
+      () => served.server.bulkInflight.calls === MAX_BULK_CALLS,
+      5_000,
+      `the unread calls hold every ticket (${JSON.stringify(served.server.bulkInflight)})`,
+    );
+    const refused = rawFetchBlocks(served.port, "127.0.0.62", garbage, true);
+    const r = await refused.done;
+    refused.session.close();
+    assert.equal(r.status, "8", `expected RESOURCE_EXHAUSTED, got ${r.status}: ${r.message}`);
+    assert.match(r.message, /server busy/);
+  } finally {
+    for (const h of holders) h.session.destroy();
+  }
+  await waitFor(
+    () => served.server.bulkInflight.calls === 0,
+    5_000,
+    `the tickets of the destroyed sessions come back (${JSON.stringify(served.server.bulkInflight)})`,
+  );
+  const judged = rawFetchBlocks(served.port, "127.0.0.62", garbage, true);
+  const r = await judged.done;
+  judged.session.close();
+  assert.equal(r.status, "3", `expected INVALID_ARGUMENT once admitted, got ${r.status}: ${r.message}`);
+  assert.match(r.message, /does not decode/);
 });
