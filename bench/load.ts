@@ -140,3 +140,23 @@ export async function loadBench(
     });
   }
 }
+
+const f = (n: number, d = 1) => n.toFixed(d);
+
+/** The section as `npm run bench` prints it. */
+export function formatLoadReport(r: LoadReport): string {
+  const lines = [
+    `serving under load: one serve process, default limits (budget ${f(r.budgetMb, 0)} MB, ` +
+      `${r.budgetCallers} calls' worth), FetchBlocks(1000 refs) callers 8 per source address, light probe every 50 ms`,
+    `  unloaded (${r.unloaded.callers} callers)  ${f(r.unloaded.mbPerSec)} MB/s; light p50 ${f(r.unloaded.lightP50Ms)} ms, ` +
+      `p99 ${f(r.unloaded.lightP99Ms)} ms; idle RSS ${f(r.idleRssMb, 0)} MB`,
+  ];
+  for (const p of r.phases)
+    lines.push(
+      `  ${p.label.padEnd(4)} ${String(p.callers).padStart(4)} callers  ${f(p.mbPerSec)} MB/s, goodput ${f(p.mbPerSec / r.unloaded.mbPerSec, 2)}` +
+        `${p.label === "20×" ? " (target ≥ 0.8)" : ""}; completed ${p.completed}, refused ${p.refused} (p50 ${f(p.refusedP50Ms)} ms), failed ${p.failed}; ` +
+        `peak RSS ${f(p.peakRssMb, 0)} MB (idle + budget ${f(r.idleRssMb + r.budgetMb, 0)}); ` +
+        `light p50 ${f(p.lightP50Ms)} ms, p99 ${f(p.lightP99Ms)} ms (target < 100) of ${p.lightCalls}${p.lightFailed > 0 ? `, ${p.lightFailed} failed` : ""}`,
+    );
+  return lines.join("\n");
+}

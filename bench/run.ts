@@ -30,7 +30,7 @@ import {
   MEMPOOL_QUOTA_PER_SECOND,
 } from "./gossip.js";
 import { type Limits, measureLimits } from "./limits.js";
-import { loadBench } from "./load.js";
+import { formatLoadReport, loadBench } from "./load.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 /** The installed command (a wrapper that sets Node's memory options), as an operator runs it. */
@@ -319,20 +319,7 @@ async function servingBench(limits: Limits, full: DevnetSummary): Promise<void> 
 async function loadSection(full: DevnetSummary): Promise<void> {
   const store = full.validators[0]!.store;
   const r = await loadBench(await allRefs(store), () => serve(store), QUICK ? 4 : 8);
-  console.log(
-    `\nserving under load: one serve process, default limits (budget ${f(r.budgetMb, 0)} MB, ` +
-      `${r.budgetCallers} calls' worth), FetchBlocks(1000 refs) callers 8 per source address, light probe every 50 ms`,
-  );
-  console.log(
-    `  unloaded (${r.unloaded.callers} callers)  ${f(r.unloaded.mbPerSec)} MB/s; light p50 ${f(r.unloaded.lightP50Ms)} ms, p99 ${f(r.unloaded.lightP99Ms)} ms; idle RSS ${f(r.idleRssMb, 0)} MB`,
-  );
-  for (const p of r.phases)
-    console.log(
-      `  ${p.label.padEnd(4)} ${String(p.callers).padStart(4)} callers  ${f(p.mbPerSec)} MB/s, goodput ${f(p.mbPerSec / r.unloaded.mbPerSec, 2)}` +
-        `${p.label === "20×" ? " (target ≥ 0.8)" : ""}; completed ${p.completed}, refused ${p.refused} (p50 ${f(p.refusedP50Ms)} ms), failed ${p.failed}; ` +
-        `peak RSS ${f(p.peakRssMb, 0)} MB (idle + budget ${f(r.idleRssMb + r.budgetMb, 0)}); ` +
-        `light p50 ${f(p.lightP50Ms)} ms, p99 ${f(p.lightP99Ms)} ms (target < 100) of ${p.lightCalls}${p.lightFailed > 0 ? `, ${p.lightFailed} failed` : ""}`,
-    );
+  console.log(`\n${formatLoadReport(r)}`);
 }
 
 async function catchUpBench(limits: Limits, half: DevnetSummary, full: DevnetSummary): Promise<void> {
