@@ -26,74 +26,42 @@
  *   Neither is delivered or relayed. Bytes that do not parse as a block have no epoch: junk.
  * - Loops and amplification: items are deduplicated by digest (bounded in size and age) and
  *   relayed once to every peer except the sender.
+ *
+ * This file is the composition: admission (who may connect), the listener side of the handshake,
+ * sessions coming and going, and the blocker. The parts are in their own files:
+ * handshake-machine.ts (the handshake, both roles), session.ts (a connection and the Connect
+ * method), lanes.ts (quotas, backlogs, priorities), relay.ts (dedup, judging blocks, relay),
+ * dialer.ts (dialing and reconnecting) and tls.ts (dial credentials).
  */
 import { randomBytes } from "node:crypto";
-import { isIP } from "node:net";
-import { checkServerIdentity } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { toHex } from "../core/bytes.js";
 import type { CommitteeView } from "../core/committee.js";
-import { sha256 } from "../core/digest.js";
-import { Gcra } from "../core/gcra.js";
 import type { SignatureVerifier } from "../core/types.js";
-import { verifySignedBlock } from "../core/verify.js";
-import { type BlockEntry, parseSignedBlock } from "../core/wire.js";
+import type { BlockEntry } from "../core/wire.js";
 import type { Ed25519Signer } from "../crypto/keys.js";
 import { Blocker } from "./blocker.js";
 import { DedupCache } from "./dedup.js";
-import {
-  decodeAuth,
-  decodeHello,
-  encodeAuth,
-  encodeFrame,
-  encodeHello,
-  type Lane,
-  laneOf,
-  parseFrame,
-  type RawFrame,
-} from "./frames.js";
-import {
-  checkHello,
-  type HelloView,
-  helloView,
-  NonceCache,
-  type Role,
-  sameKey,
-  transcript,
-} from "./handshake.js";
+import { Dialer } from "./dialer.js";
+import { laneOf, parseFrame, type RawFrame } from "./frames.js";
+import { type HelloPolicy, type HelloView, NonceCache, type Role, sameKey } from "./handshake.js";
+import { Handshake, runHandshake } from "./handshake-machine.js";
+import { InboundScheduler, Lanes } from "./lanes.js";
 import type { GossipMetrics } from "./metrics.js";
+import { type GossipOptions, type GossipOptionsInput, resolveGossipOptions } from "./options.js";
+import { Relay } from "./relay.js";
 import {
-  type GossipOptions,
-  type GossipOptionsInput,
-  resolveGossipOptions,
-  transportReceiveLimit,
-} from "./options.js";
+  GOSSIP_CONNECT_PATH,
+  type GossipPeerInfo,
+  MISBEHAVIOUR,
+  type MisbehaviourKind,
+  Session,
+} from "./session.js";
 import { isReceiveLimitError, TransportLimitWatch } from "./transport-limit.js";
 
-export const GOSSIP_CONNECT_PATH = "/dagsync.v1.Gossip/Connect";
-
-const identity = {
-  serialize: (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength),
-  deserialize: (b: Buffer) => new Uint8Array(b.buffer, b.byteOffset, b.byteLength),
-};
-
-export const GOSSIP_SERVICE: grpc.ServiceDefinition = {
-  connect: {
-    path: GOSSIP_CONNECT_PATH,
-    requestStream: true,
-    responseStream: true,
-    requestSerialize: identity.serialize,
-    requestDeserialize: identity.deserialize,
-    responseSerialize: identity.serialize,
-    responseDeserialize: identity.deserialize,
-  },
-};
-
-/** Either end of a Connect stream. */
-type Duplex =
-  | grpc.ServerDuplexStream<Uint8Array, Uint8Array>
-  | grpc.ClientDuplexStream<Uint8Array, Uint8Array>;
+export { GOSSIP_CONNECT_PATH, GOSSIP_SERVICE, type GossipPeerInfo } from "./session.js";
+export { dialCredentials } from "./tls.js";
 
 export interface GossipNodeConfig {
   readonly chainId: string;
@@ -109,71 +77,11 @@ export interface GossipNodeConfig {
   readonly options?: GossipOptionsInput | undefined;
   /** TLS for dialing: trust this CA; absent means plaintext. */
   readonly tlsCa?: Buffer | undefined;
+  /**
+   * The clock, ms: Hello timestamps, the blocker, dedup, and the lanes' quotas and queue ages.
+   * Default: the wall clock (`Date.now()`), and for the lanes the monotonic `performance.now()`.
+   */
   readonly now?: (() => number) | undefined;
-}
-
-/** Why a peer is blocked; the label of dagsync_gossip_peer_blocks_total. */
-const MISBEHAVIOUR = {
-  oversized_frame: "oversized frame",
-  junk_frame: "junk frame",
-  unexpected_frame: "unexpected frame",
-  invalid_block: "invalid signed block",
-} as const;
-type MisbehaviourKind = keyof typeof MISBEHAVIOUR;
-
-interface InboundItem {
-  readonly payload: Uint8Array;
-  /** The whole frame's size (the payload is a view into it, so the frame is what is held). */
-  readonly frameBytes: number;
-  readonly at: number;
-}
-
-/** One authenticated peer connection. */
-class Session {
-  readonly keyHex: string;
-  readonly inbound: Record<Lane, InboundItem[]> = { broadcast: [], mempool: [] };
-  /** Frame bytes held in `inbound`, per lane (the `inboundBacklogBytes` limit). */
-  readonly inboundBytes: Record<Lane, number> = { broadcast: 0, mempool: 0 };
-  readonly outbound: Record<Lane, Uint8Array[]> = { broadcast: [], mempool: [] };
-  /** Frame bytes held in `outbound`, per lane (the `outboundBacklogBytes` limit). */
-  readonly outboundBytes: Record<Lane, number> = { broadcast: 0, mempool: 0 };
-  private waitingDrain = false;
-  closed = false;
-
-  constructor(
-    readonly key: Uint8Array,
-    readonly role: Role,
-    readonly label: string,
-    readonly stream: Duplex,
-  ) {
-    this.keyHex = toHex(key);
-  }
-
-  /** Writes queued frames, BROADCAST first, until the stream pushes back. */
-  pump(): void {
-    if (this.closed || this.waitingDrain) return;
-    for (;;) {
-      const lane: Lane = this.outbound.broadcast.length > 0 ? "broadcast" : "mempool";
-      const frame = this.outbound[lane].shift();
-      if (frame === undefined) return;
-      // Once written, the frame is grpc-js's (bounded by the stream's high-water mark), not the backlog's.
-      this.outboundBytes[lane] -= frame.byteLength;
-      if (!this.stream.write(frame)) {
-        this.waitingDrain = true;
-        this.stream.once("drain", () => {
-          this.waitingDrain = false;
-          this.pump();
-        });
-        return;
-      }
-    }
-  }
-}
-
-export interface GossipPeerInfo {
-  readonly key: string;
-  readonly role: Role;
-  readonly label: string;
 }
 
 export class GossipNode {
@@ -181,13 +89,11 @@ export class GossipNode {
   private readonly sessions = new Map<string, Session>();
   private readonly blocker: Blocker;
   private readonly nonces: NonceCache;
-  private readonly dedup: DedupCache;
-  private readonly quotas: Record<Lane, Gcra>;
+  private readonly lanes: Lanes;
+  private readonly relay: Relay;
+  private readonly inbound: InboundScheduler<Session>;
   private readonly now: () => number;
-  private readonly blockListeners = new Set<(block: BlockEntry, from: string) => void>();
-  private readonly txListeners = new Set<(tx: Uint8Array, from: string) => void>();
-  private readonly dialers = new Map<string, { stop: () => void }>();
-  private processing = false;
+  private readonly dialers = new Map<string, Dialer>();
   private stopped = false;
   private readonly admissionTimer: NodeJS.Timeout;
   private readonly transportWatch = new TransportLimitWatch(GOSSIP_CONNECT_PATH);
@@ -204,11 +110,27 @@ export class GossipNode {
     this.now = config.now ?? (() => Date.now());
     this.blocker = new Blocker(o.blockDurationMs);
     this.nonces = new NonceCache(o.maxHelloAgeMs + o.maxHelloSkewMs);
-    this.dedup = new DedupCache(o.dedupCapacity, o.dedupMaxAgeMs);
-    this.quotas = {
-      broadcast: new Gcra(o.broadcast.quota, 10_000),
-      mempool: new Gcra(o.mempool.quota, 10_000),
-    };
+    this.lanes = new Lanes(o, config.metrics, config.now);
+    this.relay = new Relay({
+      chainId: config.chainId,
+      committee: config.committee,
+      verifier: config.verifier,
+      metrics: config.metrics,
+      dedup: new DedupCache(o.dedupCapacity, o.dedupMaxAgeMs),
+      lanes: this.lanes,
+      now: this.now,
+      sessions: () => this.sessions.values(),
+      misbehaved: (session, kind, detail) => this.misbehaved(session, kind, detail),
+    });
+    this.inbound = new InboundScheduler(
+      () => this.sessions.values(),
+      o.processBatch,
+      (session, lane, item) => {
+        this.lanes.observeWait(lane, item);
+        if (lane === "broadcast") this.relay.handleBlock(session, item.payload);
+        else this.relay.handleTransaction(session, item.payload);
+      },
+    );
     // The allowed set follows the committee: when an epoch change drops a key, its open sessions
     // end too, not just its next handshakes.
     this.admissionTimer = setInterval(() => this.evictDisallowed(), o.admissionCheckIntervalMs);
@@ -229,7 +151,7 @@ export class GossipNode {
   }
 
   peers(): GossipPeerInfo[] {
-    return [...this.sessions.values()].map((s) => ({ key: s.keyHex, role: s.role, label: s.label }));
+    return [...this.sessions.values()].map((s) => s.info);
   }
 
   blockedPeers() {
@@ -237,24 +159,20 @@ export class GossipNode {
   }
 
   onBlock(listener: (block: BlockEntry, from: string) => void): () => void {
-    this.blockListeners.add(listener);
-    return () => this.blockListeners.delete(listener);
+    return this.relay.onBlock(listener);
   }
 
   onTransaction(listener: (tx: Uint8Array, from: string) => void): () => void {
-    this.txListeners.add(listener);
-    return () => this.txListeners.delete(listener);
+    return this.relay.onTransaction(listener);
   }
 
   /** Broadcasts our own signed block (encoded SignedBlock) to every peer. */
   publishBlock(bytes: Uint8Array): void {
-    if (!this.dedup.firstSight(`b${toHex(sha256(bytes))}`, this.now())) return;
-    this.sendToAll("broadcast", encodeFrame("block", bytes), undefined);
+    this.relay.publishBlock(bytes);
   }
 
   publishTransaction(tx: Uint8Array): void {
-    if (!this.dedup.firstSight(`t${toHex(sha256(tx))}`, this.now())) return;
-    this.sendToAll("mempool", encodeFrame("transaction", tx), undefined);
+    this.relay.publishTransaction(tx);
   }
 
   // ---- admission -----------------------------------------------------------------------------
@@ -274,7 +192,7 @@ export class GossipNode {
     };
   }
 
-  private policy() {
+  private policy(): HelloPolicy {
     return {
       chainId: this.config.chainId,
       now: this.now(),
@@ -285,34 +203,41 @@ export class GossipNode {
     };
   }
 
+  /** A fresh handshake of `role` with our new Hello (the dialer may pin the listener's key). */
+  private handshake(role: Role, expectedKey?: Uint8Array): Handshake {
+    return new Handshake(role, this.myHello(), {
+      chainId: this.config.chainId,
+      signer: this.config.networkKey,
+      verifier: this.config.verifier,
+      policy: () => this.policy(),
+      admitNonce: (nonce) => this.nonces.admit(nonce, this.now()),
+      expectedKey,
+    });
+  }
+
   // ---- listener side -------------------------------------------------------------------------
 
   /** The grpc-js handler for Gossip.Connect. */
   readonly connectHandler = (call: grpc.ServerDuplexStream<Uint8Array, Uint8Array>): void => {
-    const mine = this.myHello();
-    let theirs: HelloView | undefined;
-    let done = false;
     const peerLabel = call.getPeer();
-    const refuse = (code: grpc.status, reason: string) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      this.config.metrics?.handshakes.inc({ role: "listener", result: grpc.status[code] ?? String(code) });
-      this.config.log.info({ peer: peerLabel, reason }, "gossip handshake refused");
-      call.removeAllListeners("data");
-      call.emit("error", { code, details: reason, metadata: new grpc.Metadata() });
-    };
-    const timer = setTimeout(
-      () =>
-        refuse(
-          grpc.status.UNAUTHENTICATED,
-          `handshake not finished within ${this.options.handshakeTimeoutMs} ms`,
-        ),
-      this.options.handshakeTimeoutMs,
-    );
-    call.on("error", () => clearTimeout(timer));
-    call.on("cancelled", () => clearTimeout(timer));
     let session: Session | undefined;
+    const run = runHandshake(this.handshake("listener"), call, this.options.handshakeTimeoutMs, (state) => {
+      if (state.status === "failed") {
+        const { error } = state;
+        const code =
+          error.kind === "permission" ? grpc.status.PERMISSION_DENIED : grpc.status.UNAUTHENTICATED;
+        this.config.metrics?.handshakes.inc({ role: "listener", result: grpc.status[code] ?? String(code) });
+        this.config.log.info({ peer: peerLabel, reason: error.message }, "gossip handshake refused");
+        call.removeAllListeners("data");
+        call.emit("error", { code, details: error.message, metadata: new grpc.Metadata() });
+        return;
+      }
+      this.config.metrics?.handshakes.inc({ role: "listener", result: "OK" });
+      session = new Session(state.theirs.networkKey, "listener", peerLabel, call);
+      this.establish(session);
+    });
+    call.on("error", () => run.dispose());
+    call.on("cancelled", () => run.dispose());
     this.transportWatch.onRejected(call.metadata, (details) => {
       if (session !== undefined) {
         const status = this.block(session, "oversized_frame", `over the transport limit: ${details}`);
@@ -321,8 +246,7 @@ export class GossipNode {
       }
       // Before the handshake the sender's key is not proven: blocking it would let anyone get a
       // committee member blocked. grpc-js's RESOURCE_EXHAUSTED ends the stream; it is counted.
-      done = true;
-      clearTimeout(timer);
+      run.dispose();
       this.config.metrics?.handshakes.inc({ role: "listener", result: "RESOURCE_EXHAUSTED" });
       this.config.log.info(
         { peer: peerLabel, reason: details },
@@ -330,198 +254,32 @@ export class GossipNode {
       );
       return undefined;
     });
-    const onData = (bytes: Uint8Array) => {
-      if (done) return;
-      let frame: RawFrame;
-      try {
-        frame = parseFrame(bytes);
-      } catch (e) {
-        return refuse(grpc.status.UNAUTHENTICATED, `junk before the handshake: ${(e as Error).message}`);
-      }
-      if (theirs === undefined) {
-        if (frame.kind !== "hello")
-          return refuse(grpc.status.UNAUTHENTICATED, `${frame.kind} frame before the handshake`);
-        let hello: HelloView;
-        try {
-          hello = helloView(decodeHello(frame.payload));
-        } catch {
-          return refuse(grpc.status.UNAUTHENTICATED, "hello does not decode");
-        }
-        const refusal = checkHello(hello, this.policy());
-        if (refusal !== undefined)
-          return refuse(
-            refusal.kind === "permission" ? grpc.status.PERMISSION_DENIED : grpc.status.UNAUTHENTICATED,
-            refusal.reason,
-          );
-        if (!this.nonces.admit(hello.nonce, this.now()))
-          return refuse(grpc.status.UNAUTHENTICATED, "replayed hello (nonce already seen)");
-        theirs = hello;
-        call.write(encodeHello({ ...mine, timestampMs: BigInt(mine.timestampMs) }));
-        call.write(
-          encodeAuth(this.config.networkKey.sign(transcript("listener", this.config.chainId, hello, mine))),
-        );
-        return;
-      }
-      if (frame.kind !== "auth")
-        return refuse(grpc.status.UNAUTHENTICATED, `${frame.kind} frame before the handshake finished`);
-      let signature: Uint8Array;
-      try {
-        signature = decodeAuth(frame.payload).signature;
-      } catch {
-        return refuse(grpc.status.UNAUTHENTICATED, "auth does not decode");
-      }
-      if (
-        !this.config.verifier.verify(
-          theirs.networkKey,
-          transcript("dialer", this.config.chainId, theirs, mine),
-          signature,
-        )
-      )
-        return refuse(grpc.status.UNAUTHENTICATED, "bad transcript signature");
-      done = true;
-      clearTimeout(timer);
-      call.off("data", onData);
-      this.config.metrics?.handshakes.inc({ role: "listener", result: "OK" });
-      session = new Session(theirs.networkKey, "listener", peerLabel, call);
-      this.establish(session);
-    };
-    call.on("data", onData);
   };
 
   // ---- dialer side ---------------------------------------------------------------------------
 
   /**
    * Keeps a session to `address` (a peer's gossip address), reconnecting with exponential
-   * backoff and jitter. `expectedKey`, when known (committee members), must be the listener's.
+   * backoff and jitter (dialer.ts). `expectedKey`, when known (committee members), must be the listener's.
    */
   dial(address: string, expectedKey?: Uint8Array): void {
     if (this.dialers.has(address)) return;
-    let stopped = false;
-    let attempt = 0;
-    let timer: NodeJS.Timeout | undefined;
-    let client: grpc.Client | undefined;
-    const { credentials, channelOptions } = dialCredentials(address, this.config.tlsCa);
-    const schedule = () => {
-      if (stopped || this.stopped) return;
-      const exp = Math.min(
-        this.options.reconnectMaxMs,
-        this.options.reconnectBaseMs * 2 ** Math.min(attempt, 16),
-      );
-      attempt++;
-      timer = setTimeout(connect, attempt === 1 ? 0 : exp * (0.5 + Math.random() * 0.5));
-    };
-    const connect = () => {
-      if (stopped || this.stopped) return;
-      if (expectedKey !== undefined && this.sessions.has(toHex(expectedKey))) {
-        // Already connected (perhaps they dialed us): check again later.
-        attempt = 0;
-        timer = setTimeout(connect, this.options.reconnectMaxMs);
-        return;
-      }
-      client ??= new grpc.Client(address, credentials, {
-        ...channelOptions,
-        // As on the listener: frames a little over maxFrameBytes reach receive(), bigger ones are
-        // cut off by grpc-js and reported as an "error" (see establish); both block the listener.
-        "grpc.max_receive_message_length": transportReceiveLimit(this.options),
-        "grpc.max_send_message_length": this.options.maxFrameBytes,
-        "grpc.keepalive_time_ms": 15_000,
-      });
-      const call = client.makeBidiStreamRequest(
-        GOSSIP_CONNECT_PATH,
-        identity.serialize,
-        identity.deserialize,
-      );
-      this.runDialerHandshake(call, address, expectedKey).then(
-        (session) => {
-          attempt = 0;
-          call.once("close", () => schedule());
-          if (session === undefined) schedule();
-        },
-        () => schedule(),
-      );
-    };
-    this.dialers.set(address, {
-      stop: () => {
-        stopped = true;
-        clearTimeout(timer);
-        client?.close();
+    const dialer = new Dialer(
+      {
+        options: this.options,
+        tlsCa: this.config.tlsCa,
+        log: this.config.log,
+        metrics: this.config.metrics,
+        running: () => !this.stopped,
+        hasSession: (key) => this.sessions.has(toHex(key)),
+        handshake: (key) => this.handshake("dialer", key),
+        establish: (session) => this.establish(session),
       },
-    });
-    schedule();
-  }
-
-  private runDialerHandshake(
-    call: grpc.ClientDuplexStream<Uint8Array, Uint8Array>,
-    address: string,
-    expectedKey: Uint8Array | undefined,
-  ): Promise<Session | undefined> {
-    return new Promise((resolve) => {
-      const mine = this.myHello();
-      let theirs: HelloView | undefined;
-      let finished = false;
-      const fail = (reason: string) => {
-        if (finished) return;
-        finished = true;
-        clearTimeout(timer);
-        this.config.metrics?.handshakes.inc({ role: "dialer", result: "failed" });
-        this.config.log.debug({ peer: address, reason }, "gossip dial failed");
-        call.cancel();
-        resolve(undefined);
-      };
-      const timer = setTimeout(() => fail("handshake timeout"), this.options.handshakeTimeoutMs);
-      call.on("error", (e: grpc.ServiceError) => fail(`${grpc.status[e.code] ?? e.code}: ${e.details}`));
-      call.on("end", () => fail("stream ended during the handshake"));
-      const onData = (bytes: Uint8Array) => {
-        let frame: RawFrame;
-        try {
-          frame = parseFrame(bytes);
-        } catch {
-          return fail("junk from listener");
-        }
-        if (theirs === undefined) {
-          if (frame.kind !== "hello") return fail(`listener sent ${frame.kind} before hello`);
-          try {
-            theirs = helloView(decodeHello(frame.payload));
-          } catch {
-            return fail("listener hello does not decode");
-          }
-          const refusal = checkHello(theirs, this.policy());
-          if (refusal !== undefined) return fail(`listener refused: ${refusal.reason}`);
-          if (expectedKey !== undefined && !sameKey(expectedKey, theirs.networkKey))
-            return fail("listener has another network key");
-          return;
-        }
-        if (frame.kind !== "auth") return fail(`listener sent ${frame.kind} before auth`);
-        let signature: Uint8Array;
-        try {
-          signature = decodeAuth(frame.payload).signature;
-        } catch {
-          return fail("listener auth does not decode");
-        }
-        if (
-          !this.config.verifier.verify(
-            theirs.networkKey,
-            transcript("listener", this.config.chainId, mine, theirs),
-            signature,
-          )
-        )
-          return fail("bad listener transcript signature");
-        call.write(
-          encodeAuth(this.config.networkKey.sign(transcript("dialer", this.config.chainId, mine, theirs))),
-        );
-        finished = true;
-        clearTimeout(timer);
-        call.off("data", onData);
-        call.removeAllListeners("error");
-        call.removeAllListeners("end");
-        this.config.metrics?.handshakes.inc({ role: "dialer", result: "OK" });
-        const session = new Session(theirs.networkKey, "dialer", address, call);
-        this.establish(session);
-        resolve(session);
-      };
-      call.on("data", onData);
-      call.write(encodeHello({ ...mine, timestampMs: BigInt(mine.timestampMs) }));
-    });
+      address,
+      expectedKey,
+    );
+    this.dialers.set(address, dialer);
+    dialer.start();
   }
 
   // ---- sessions ------------------------------------------------------------------------------
@@ -562,11 +320,7 @@ export class GossipNode {
     session.closed = true;
     if (this.sessions.get(session.keyHex) === session) this.sessions.delete(session.keyHex);
     this.config.metrics?.peers.set(this.sessions.size);
-    const s = session.stream;
-    if (session.role === "listener") {
-      if (status === undefined) (s as grpc.ServerDuplexStream<Uint8Array, Uint8Array>).end();
-      else s.emit("error", { code: status.code, details: status.reason, metadata: new grpc.Metadata() });
-    } else (s as grpc.ClientDuplexStream<Uint8Array, Uint8Array>).cancel();
+    session.end(status);
   }
 
   /** Blocks the peer: `kind` is a fixed metric label, `detail` goes to the log and the peer. */
@@ -604,114 +358,8 @@ export class GossipNode {
     const lane = laneOf(frame.kind);
     if (lane === undefined)
       return this.misbehaved(session, "unexpected_frame", `${frame.kind} frame after the handshake`);
-    const m = this.config.metrics;
-    m?.received.inc({ lane });
-    const now = this.now();
-    if (!this.quotas[lane].take(`${session.keyHex}`, performance.now()).ok) {
-      m?.dropped.inc({ lane, reason: "quota" });
-      return;
-    }
-    const queue = session.inbound[lane];
-    const limits = this.options[lane];
-    if (queue.length >= limits.inboundBacklog) {
-      m?.dropped.inc({ lane, reason: "backlog" });
-      return;
-    }
-    if (session.inboundBytes[lane] + bytes.byteLength > limits.inboundBacklogBytes) {
-      m?.dropped.inc({ lane, reason: "backlog_bytes" });
-      return;
-    }
-    queue.push({ payload: frame.payload, frameBytes: bytes.byteLength, at: now });
-    session.inboundBytes[lane] += bytes.byteLength;
-    this.scheduleProcessing();
-  }
-
-  private scheduleProcessing(): void {
-    if (this.processing) return;
-    this.processing = true;
-    setImmediate(() => this.process());
-  }
-
-  /** Drains inbound backlogs, BROADCAST of every peer before any MEMPOOL, a batch per turn. */
-  private process(): void {
-    let budget = this.options.processBatch;
-    for (const lane of ["broadcast", "mempool"] as const)
-      for (const session of this.sessions.values()) {
-        const queue = session.inbound[lane];
-        while (budget > 0 && queue.length > 0 && !session.closed) {
-          const item = queue.shift()!;
-          session.inboundBytes[lane] -= item.frameBytes;
-          budget--;
-          this.config.metrics?.processingSeconds.observe({ lane }, (this.now() - item.at) / 1000);
-          if (lane === "broadcast") this.handleBlock(session, item.payload);
-          else this.handleTransaction(session, item.payload);
-        }
-        if (budget === 0) break;
-      }
-    this.processing = false;
-    const more = [...this.sessions.values()].some(
-      (s) => s.inbound.broadcast.length > 0 || s.inbound.mempool.length > 0,
-    );
-    if (more) this.scheduleProcessing();
-  }
-
-  private handleBlock(session: Session, bytes: Uint8Array): void {
-    const digestKey = `b${toHex(sha256(bytes))}`;
-    if (!this.dedup.firstSight(digestKey, this.now())) {
-      this.config.metrics?.duplicates.inc({ lane: "broadcast" });
-      return;
-    }
-    let entry: BlockEntry;
-    try {
-      entry = parseSignedBlock(bytes);
-    } catch (e) {
-      return this.misbehaved(session, "invalid_block", (e as Error).message);
-    }
-    // Only a block of the epoch whose committee we hold can be judged (module comment).
-    const committee = this.config.committee();
-    if (entry.epoch !== committee.epoch) {
-      const reason = entry.epoch > committee.epoch ? "unknown_epoch" : "stale_epoch";
-      this.config.metrics?.dropped.inc({ lane: "broadcast", reason });
-      return;
-    }
-    try {
-      verifySignedBlock(entry, committee, this.config.chainId, this.config.verifier);
-    } catch (e) {
-      return this.misbehaved(session, "invalid_block", (e as Error).message);
-    }
-    this.config.metrics?.delivered.inc({ lane: "broadcast" });
-    for (const l of this.blockListeners) l(entry, session.keyHex);
-    this.sendToAll("broadcast", encodeFrame("block", bytes), session);
-  }
-
-  private handleTransaction(session: Session, tx: Uint8Array): void {
-    if (!this.dedup.firstSight(`t${toHex(sha256(tx))}`, this.now())) {
-      this.config.metrics?.duplicates.inc({ lane: "mempool" });
-      return;
-    }
-    this.config.metrics?.delivered.inc({ lane: "mempool" });
-    for (const l of this.txListeners) l(tx, session.keyHex);
-    this.sendToAll("mempool", encodeFrame("transaction", tx), session);
-  }
-
-  private sendToAll(lane: Lane, frame: Uint8Array, except: Session | undefined): void {
-    for (const s of this.sessions.values()) {
-      if (s === except || s.closed) continue;
-      const queue = s.outbound[lane];
-      const limits = this.options[lane];
-      if (queue.length >= limits.outboundBacklog) {
-        this.config.metrics?.dropped.inc({ lane, reason: "outbound_backlog" });
-        continue;
-      }
-      if (s.outboundBytes[lane] + frame.byteLength > limits.outboundBacklogBytes) {
-        this.config.metrics?.dropped.inc({ lane, reason: "outbound_backlog_bytes" });
-        continue;
-      }
-      queue.push(frame);
-      s.outboundBytes[lane] += frame.byteLength;
-      if (except !== undefined) this.config.metrics?.relayed.inc({ lane });
-      s.pump();
-    }
+    if (this.lanes.admitInbound(session.keyHex, session.queues, lane, frame, bytes.byteLength))
+      this.inbound.schedule();
   }
 
   /** Closes every session and stops dialing. */
@@ -722,30 +370,4 @@ export class GossipNode {
     this.dialers.clear();
     for (const s of [...this.sessions.values()]) this.close(s, undefined);
   }
-}
-
-/** TLS name sent (SNI) when dialing an IP address: any DNS name; the certificate is checked against the IP. */
-const IP_DIAL_SERVERNAME = "dagsync-peer";
-
-/**
- * Client credentials for dialing `address`. grpc-js sends the host as the TLS server name even
- * when it is an IP address, which RFC 6066 forbids and Node reports with a DEP0123 warning on
- * every dialing node. For an IP host, the server name becomes a fixed DNS name and the server's
- * certificate is still checked against the IP dialed (its subjectAltName must hold it).
- */
-export function dialCredentials(
-  address: string,
-  tlsCa: Buffer | undefined,
-): { credentials: grpc.ChannelCredentials; channelOptions: grpc.ChannelOptions } {
-  if (tlsCa === undefined) return { credentials: grpc.credentials.createInsecure(), channelOptions: {} };
-  const host = address.startsWith("[")
-    ? address.slice(1, address.indexOf("]"))
-    : address.replace(/:\d+$/, "");
-  if (isIP(host) === 0) return { credentials: grpc.credentials.createSsl(tlsCa), channelOptions: {} };
-  return {
-    credentials: grpc.credentials.createSsl(tlsCa, null, null, {
-      checkServerIdentity: (_servername, cert) => checkServerIdentity(host, cert),
-    }),
-    channelOptions: { "grpc.ssl_target_name_override": IP_DIAL_SERVERNAME },
-  };
 }

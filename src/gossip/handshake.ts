@@ -53,9 +53,23 @@ export function transcript(role: Role, chainId: string, dialer: HelloView, liste
   ]);
 }
 
+/** Which check a Hello failed (stable, for metrics, tests and the handshake's typed errors). */
+export type HelloRefusalCode =
+  | "BAD_KEY_LENGTH"
+  | "BAD_NONCE_LENGTH"
+  | "WRONG_CHAIN"
+  | "KEY_NOT_ALLOWED"
+  | "PEER_BLOCKED"
+  | "STALE_HELLO"
+  | "FUTURE_HELLO";
+
 /** Why a Hello is refused: `permission` ones are PERMISSION_DENIED, the rest UNAUTHENTICATED. */
 export type HelloRefusal =
-  | { readonly kind: "permission" | "unauthenticated"; readonly reason: string }
+  | {
+      readonly kind: "permission" | "unauthenticated";
+      readonly code: HelloRefusalCode;
+      readonly reason: string;
+    }
   | undefined;
 
 export interface HelloPolicy {
@@ -69,33 +83,42 @@ export interface HelloPolicy {
 
 export function checkHello(hello: HelloView, policy: HelloPolicy): HelloRefusal {
   if (hello.networkKey.length !== 32)
-    return { kind: "unauthenticated", reason: "network_key must be 32 bytes" };
+    return { kind: "unauthenticated", code: "BAD_KEY_LENGTH", reason: "network_key must be 32 bytes" };
   if (hello.nonce.length !== NONCE_LENGTH)
-    return { kind: "unauthenticated", reason: `nonce must be ${NONCE_LENGTH} bytes` };
+    return {
+      kind: "unauthenticated",
+      code: "BAD_NONCE_LENGTH",
+      reason: `nonce must be ${NONCE_LENGTH} bytes`,
+    };
   if (hello.chainId !== policy.chainId)
     return {
       kind: "permission",
+      code: "WRONG_CHAIN",
       reason: `wrong chain: "${hello.chainId}", this node is on "${policy.chainId}"`,
     };
   if (!policy.isAllowed(hello.networkKey))
     return {
       kind: "permission",
+      code: "KEY_NOT_ALLOWED",
       reason: `network key ${toHex(hello.networkKey).slice(0, 16)}… is not in the allowed set`,
     };
   const until = policy.blockedUntil(hello.networkKey);
   if (until > policy.now)
     return {
       kind: "permission",
+      code: "PEER_BLOCKED",
       reason: `peer is blocked for misbehaviour for ${Math.ceil((until - policy.now) / 1000)} s more`,
     };
   if (hello.timestampMs < policy.now - policy.maxAgeMs)
     return {
       kind: "unauthenticated",
+      code: "STALE_HELLO",
       reason: `stale hello: timestamp ${policy.now - hello.timestampMs} ms old (max ${policy.maxAgeMs})`,
     };
   if (hello.timestampMs > policy.now + policy.maxSkewMs)
     return {
       kind: "unauthenticated",
+      code: "FUTURE_HELLO",
       reason: `hello from the future: ${hello.timestampMs - policy.now} ms ahead (max ${policy.maxSkewMs})`,
     };
   return undefined;

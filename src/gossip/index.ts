@@ -3,6 +3,8 @@ export * from "./dedup.js";
 export * from "./frames.js";
 export * from "./gossip-node.js";
 export * from "./handshake.js";
+export * from "./handshake-machine.js";
+export * from "./lanes.js";
 export * from "./metrics.js";
 export * from "./options.js";
 export * from "./transport-limit.js";
