@@ -1,4 +1,18 @@
 /**
+ * The base of every error dagsync throws at a caller: `code` is a stable string to branch on
+ * (the message is for people). Each layer names its codes (VerifyErrorCode, StoreErrorCode, …).
+ */
+export class DagsyncError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/**
  * One error type with a code, as connect-es does. Every rule in `verify.ts` fails with a
  * `VerifyError` whose code says which rule, so that callers (the sync engine's ban logic, tests,
  * operators reading logs) can act on it without parsing messages.
@@ -27,12 +41,12 @@ export type VerifyErrorCode =
   /** An end-of-epoch committee fails its sanity checks. */
   | "bad_committee";
 
-export class VerifyError extends Error {
+export class VerifyError extends DagsyncError {
   override readonly name = "VerifyError";
   constructor(
-    readonly code: VerifyErrorCode,
+    override readonly code: VerifyErrorCode,
     message: string,
   ) {
-    super(`[${code}] ${message}`);
+    super(code, `[${code}] ${message}`);
   }
 }

@@ -5,7 +5,7 @@
 import { readFile } from "node:fs/promises";
 import type { Logger } from "pino";
 import { collectDefaultMetrics, Registry } from "prom-client";
-import { parseGenesis } from "../core/index.js";
+import { DagsyncError, parseGenesis } from "../core/index.js";
 import { createVerifier, readKeyFile, type VerifierBackend } from "../crypto/index.js";
 import { GossipMetrics, GossipNode } from "../gossip/index.js";
 import { SyncServer } from "../server/index.js";
@@ -49,8 +49,11 @@ export interface FullNodeConfig {
     | undefined;
 }
 
-export class GenesisFileError extends Error {
+export class GenesisFileError extends DagsyncError {
   override readonly name = "GenesisFileError";
+  constructor(message: string) {
+    super("bad_genesis", message);
+  }
 }
 
 export async function readGenesisFile(path: string): Promise<Uint8Array> {
