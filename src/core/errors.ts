@@ -50,3 +50,35 @@ export class VerifyError extends DagsyncError {
     super(code, `[${code}] ${message}`);
   }
 }
+
+/**
+ * Why a sub-DAG subscription ended (src/store/subscription.ts, the server's SubscribeCommits and
+ * subscribeVerified share these): `invalid_argument` (start < 1), `out_of_range` (start pruned or
+ * below the trusted start), `not_found` (data the node should hold is missing), `lagged`.
+ */
+export type SubscriptionErrorCode = "invalid_argument" | "out_of_range" | "not_found" | "lagged";
+
+export class SubscriptionError extends DagsyncError {
+  override readonly name: string = "SubscriptionError";
+  constructor(
+    override readonly code: SubscriptionErrorCode,
+    message: string,
+  ) {
+    super(code, message);
+  }
+}
+
+/** A live subscriber fell more than `buffer` commits behind the tip: resubscribe from `resumeFrom`. */
+export class SubscriberLagError extends SubscriptionError {
+  override readonly name = "SubscriberLagError";
+  declare readonly code: "lagged";
+  constructor(
+    readonly resumeFrom: number,
+    buffer: number,
+  ) {
+    super(
+      "lagged",
+      `subscriber fell more than ${buffer} commits behind the tip: resubscribe from ${resumeFrom}`,
+    );
+  }
+}
