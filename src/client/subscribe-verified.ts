@@ -180,6 +180,9 @@ export async function* subscribeVerified(
         }),
       });
     }
+  } catch (e) {
+    if (signal?.aborted === true) return; // the caller stopped it: the iteration just ends
+    throw e;
   } finally {
     client.close();
   }

@@ -191,4 +191,21 @@ describe("subscription paths: one set of errors, live sub-DAGs from memory", () 
       ac.abort();
     }
   });
+
+  test("aborting a subscription ends it quietly on every path", async () => {
+    const ac = new AbortController();
+    const tip = store.watermarks.highestSynced;
+    const runs = [
+      drain(feed.iterate(tip + 1, { signal: ac.signal })),
+      drain(
+        verifiedIndices(
+          subscribeVerified(srv.address, tip + 1, { checkpoint: checkpoint(tip), signal: ac.signal }),
+        ),
+      ),
+    ];
+    const deadline = Date.now() + 5_000;
+    while (feed.subscriberCount < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    ac.abort();
+    for (const r of await Promise.all(runs)) assert.deepEqual(r, { got: [], error: undefined });
+  });
 });
