@@ -88,6 +88,12 @@ export class SubDagFeed {
    * take them from memory. Units that are not contiguous with what is held replace it.
    */
   publish(units: readonly ApplyUnit[]): void {
+    if (this.listeners.size === 0) {
+      // Nobody follows (a node catching up alone): hold nothing; a later subscriber replays.
+      this.recent.clear();
+      this.lastRecent = undefined;
+      return;
+    }
     for (const unit of units) {
       if (this.lastRecent !== undefined && unit.index !== this.lastRecent + 1) this.recent.clear();
       this.recent.set(unit.index, { unit, view: undefined });

@@ -70,36 +70,41 @@ describe("SubDagFeed", () => {
 
   test("published units are served from memory, at most memoryCommits of them", async () => {
     const feed = new SubDagFeed(ts.store, { memoryCommits: 2, readAhead: 1 });
-    await ts.store.apply(commits.slice(32, 35));
-    feed.publish(commits.slice(32, 35)); // 33, 34, 35: only 34 and 35 are held
+    // Published with nobody following: nothing is held.
+    await ts.store.apply(commits.slice(32, 33));
+    feed.publish(commits.slice(32, 33));
     const sources: string[] = [];
     const it = feed.iterate(33, { onSource: (s) => sources.push(s) });
-    for (const i of [33, 34, 35]) {
-      const v = (await it.next()).value;
+    assert.equal((await it.next()).value?.index, 33);
+    const waiting = it.next(); // caught up: follows live
+    await ts.store.apply(commits.slice(33, 36));
+    feed.publish(commits.slice(33, 36)); // 34, 35, 36: only 35 and 36 are held
+    for (const i of [34, 35, 36]) {
+      const v = (i === 34 ? await waiting : await it.next()).value;
       assert.equal(v?.index, i);
       assert.equal(v?.blocks.length, commits[i - 1]!.blocks.length);
       for (const [k, b] of commits[i - 1]!.blocks.entries()) assertBytes(v?.blocks[k], b.bytes, `block ${k}`);
     }
     await it.return(undefined);
-    assert.deepEqual(sources, ["store", "memory", "memory"]);
+    assert.deepEqual(sources, ["store", "store", "memory", "memory"]);
   });
 
   test("a live subscriber more than bufferCommits behind fails with SubscriberLagError (lagged)", async () => {
     const feed = new SubDagFeed(ts.store, { bufferCommits: 3 });
-    const it = feed.iterate(36);
+    const it = feed.iterate(37);
     const first = it.next();
-    await ts.store.apply(commits.slice(35, 36));
-    feed.publish(commits.slice(35, 36));
-    assert.equal((await withTimeout(first, 2_000, "commit 36")).value?.index, 36);
-    const next = it.next(); // waits live for 37
+    await ts.store.apply(commits.slice(36, 37));
+    feed.publish(commits.slice(36, 37));
+    assert.equal((await withTimeout(first, 2_000, "commit 37")).value?.index, 37);
+    const next = it.next(); // waits live for 38
     await new Promise((r) => setTimeout(r, 20));
-    await ts.store.apply(commits.slice(36, 41)); // 37..41: 5 > 3 behind
-    feed.publish(commits.slice(36, 41));
+    await ts.store.apply(commits.slice(37, 42)); // 38..42: 5 > 3 behind
+    feed.publish(commits.slice(37, 42));
     // Woken, it finds itself 5 commits behind: it fails rather than hold them.
     await assert.rejects(next, (e: unknown) => {
       assert.ok(e instanceof SubscriberLagError);
       assert.equal(e.code, "lagged");
-      assert.equal(e.resumeFrom, 37);
+      assert.equal(e.resumeFrom, 38);
       return true;
     });
   });
