@@ -3,6 +3,7 @@
  * `rate_limited` waits the hint, `invalid_data` bans, `unavailable_range` re-plans.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
+import { DagsyncError } from "../core/errors.js";
 
 export type PeerErrorKind =
   /** Connection refused, reset, TLS failure, unavailable. */
@@ -20,20 +21,28 @@ export type PeerErrorKind =
   /** Any other gRPC status. */
   | "rpc";
 
-export class PeerError extends Error {
+export class PeerError extends DagsyncError {
   override readonly name = "PeerError";
+  /** The gRPC status the peer answered with, when it answered with one (e.g. Code.OutOfRange). */
+  grpcCode: Code | undefined;
   constructor(
     readonly kind: PeerErrorKind,
     readonly peer: string,
     message: string,
     readonly retryAfterMs?: number,
   ) {
-    super(`peer ${peer}: ${message}`);
+    super(kind, `peer ${peer}: ${message}`);
   }
 
   static from(peer: string, method: string, e: unknown): PeerError {
     if (e instanceof PeerError) return e;
     const err = ConnectError.from(e);
+    const error = PeerError.classify(peer, method, err);
+    error.grpcCode = err.code;
+    return error;
+  }
+
+  private static classify(peer: string, method: string, err: ConnectError): PeerError {
     const detail = `${method}: ${err.rawMessage}`;
     switch (err.code) {
       case Code.DeadlineExceeded:

@@ -1,4 +1,18 @@
 /**
+ * The base of every error dagsync throws at a caller: `code` is a stable string to branch on
+ * (the message is for people). Each layer names its codes (VerifyErrorCode, StoreErrorCode, …).
+ */
+export class DagsyncError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/**
  * One error type with a code, as connect-es does. Every rule in `verify.ts` fails with a
  * `VerifyError` whose code says which rule, so that callers (the sync engine's ban logic, tests,
  * operators reading logs) can act on it without parsing messages.
@@ -27,12 +41,44 @@ export type VerifyErrorCode =
   /** An end-of-epoch committee fails its sanity checks. */
   | "bad_committee";
 
-export class VerifyError extends Error {
+export class VerifyError extends DagsyncError {
   override readonly name = "VerifyError";
   constructor(
-    readonly code: VerifyErrorCode,
+    override readonly code: VerifyErrorCode,
     message: string,
   ) {
-    super(`[${code}] ${message}`);
+    super(code, `[${code}] ${message}`);
+  }
+}
+
+/**
+ * Why a sub-DAG subscription ended (src/store/subscription.ts, the server's SubscribeCommits and
+ * subscribeVerified share these): `invalid_argument` (start < 1), `out_of_range` (start pruned or
+ * below the trusted start), `not_found` (data the node should hold is missing), `lagged`.
+ */
+export type SubscriptionErrorCode = "invalid_argument" | "out_of_range" | "not_found" | "lagged";
+
+export class SubscriptionError extends DagsyncError {
+  override readonly name: string = "SubscriptionError";
+  constructor(
+    override readonly code: SubscriptionErrorCode,
+    message: string,
+  ) {
+    super(code, message);
+  }
+}
+
+/** A live subscriber fell more than `buffer` commits behind the tip: resubscribe from `resumeFrom`. */
+export class SubscriberLagError extends SubscriptionError {
+  override readonly name = "SubscriberLagError";
+  declare readonly code: "lagged";
+  constructor(
+    readonly resumeFrom: number,
+    buffer: number,
+  ) {
+    super(
+      "lagged",
+      `subscriber fell more than ${buffer} commits behind the tip: resubscribe from ${resumeFrom}`,
+    );
   }
 }

@@ -26,6 +26,8 @@ import {
   ScalarType,
 } from "@bufbuild/protobuf";
 
+import { DagsyncError } from "./errors.js";
+
 const VARINT = 0;
 const I64 = 1;
 const LEN = 2;
@@ -34,8 +36,11 @@ const WIRE_TYPE_NAMES = ["VARINT", "I64", "LEN", "SGROUP", "EGROUP", "I32", "6",
 const MAX_DEPTH = 100;
 
 /** Bytes that are not a well-formed encoding of the message they are read as. */
-export class WireFormatError extends Error {
+export class WireFormatError extends DagsyncError {
   override readonly name = "WireFormatError";
+  constructor(message: string) {
+    super("malformed", message);
+  }
 }
 
 interface FieldPlan {

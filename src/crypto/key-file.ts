@@ -5,10 +5,14 @@
  */
 import { chmod, readFile, writeFile } from "node:fs/promises";
 import { fromHex, toHex } from "../core/bytes.js";
+import { DagsyncError } from "../core/errors.js";
 import { Ed25519Signer } from "./keys.js";
 
-export class KeyFileError extends Error {
+export class KeyFileError extends DagsyncError {
   override readonly name = "KeyFileError";
+  constructor(message: string) {
+    super("bad_key_file", message);
+  }
 }
 
 export async function writeKeyFile(path: string, signer: Ed25519Signer): Promise<void> {

@@ -9,7 +9,16 @@
  */
 import { readFile } from "node:fs/promises";
 import { toBinary } from "@bufbuild/protobuf";
-import { bytesEqual, CommitteeView, decodeStrict, fromHex, sha256, shortHex, toHex } from "../core/index.js";
+import {
+  bytesEqual,
+  CommitteeView,
+  DagsyncError,
+  decodeStrict,
+  fromHex,
+  sha256,
+  shortHex,
+  toHex,
+} from "../core/index.js";
 import { CommitteeSchema } from "../gen/dagsync/v1/types_pb.js";
 import type { Store, TrustedCheckpoint } from "../store/index.js";
 
@@ -22,8 +31,11 @@ export interface CheckpointFile {
   readonly committee: string;
 }
 
-export class CheckpointError extends Error {
+export class CheckpointError extends DagsyncError {
   override readonly name = "CheckpointError";
+  constructor(message: string) {
+    super("bad_checkpoint", message);
+  }
 }
 
 /**

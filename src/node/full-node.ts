@@ -5,11 +5,11 @@
 import { readFile } from "node:fs/promises";
 import type { Logger } from "pino";
 import { collectDefaultMetrics, Registry } from "prom-client";
-import { parseGenesis } from "../core/index.js";
+import { DagsyncError, parseGenesis } from "../core/index.js";
 import { createVerifier, readKeyFile, type VerifierBackend } from "../crypto/index.js";
 import { GossipMetrics, GossipNode } from "../gossip/index.js";
 import { SyncServer } from "../server/index.js";
-import { Store } from "../store/index.js";
+import { Store, type TrustedCheckpoint } from "../store/index.js";
 import {
   PeerClientNetwork,
   SyncEngine,
@@ -24,8 +24,14 @@ import { NearTipCache, type NearTipCacheOptions } from "./near-tip-cache.js";
 
 export interface FullNodeConfig {
   readonly store: string;
-  readonly genesisFile: string;
+  /** genesis.pb to read; or `genesis`, its bytes (one of them is required). */
+  readonly genesisFile?: string | undefined;
+  readonly genesis?: Uint8Array | undefined;
+  /** A checkpoint file to start from; or `checkpoint`, already read and checked. */
   readonly checkpointFile?: string | undefined;
+  readonly checkpoint?: TrustedCheckpoint | undefined;
+  /** Metrics go here (default: a fresh registry with Node's default metrics). */
+  readonly registry?: Registry | undefined;
   readonly peers: readonly string[];
   readonly listen?: string | undefined;
   readonly metrics?: string | undefined;
@@ -49,8 +55,11 @@ export interface FullNodeConfig {
     | undefined;
 }
 
-export class GenesisFileError extends Error {
+export class GenesisFileError extends DagsyncError {
   override readonly name = "GenesisFileError";
+  constructor(message: string) {
+    super("bad_genesis", message);
+  }
 }
 
 export async function readGenesisFile(path: string): Promise<Uint8Array> {
@@ -86,16 +95,25 @@ export interface FullNode {
 export async function startFullNode(config: FullNodeConfig): Promise<FullNode> {
   if (config.peers.length === 0)
     throw new Error("no --peer given: name at least one validator's sync address");
-  const genesis = await readGenesisFile(config.genesisFile);
+  let genesis: Uint8Array;
+  if (config.genesis !== undefined) {
+    parseGenesis(config.genesis);
+    genesis = config.genesis;
+  } else if (config.genesisFile !== undefined) genesis = await readGenesisFile(config.genesisFile);
+  else throw new GenesisFileError("no genesis: give the genesis.pb file or its bytes");
   const checkpoint =
-    config.checkpointFile === undefined
+    config.checkpoint ??
+    (config.checkpointFile === undefined
       ? undefined
-      : await readCheckpoint(config.checkpointFile, parseGenesis(genesis).digest);
+      : await readCheckpoint(config.checkpointFile, parseGenesis(genesis).digest));
   const store = await Store.open(config.store, { genesis, checkpoint });
   if (checkpoint !== undefined && store.watermarks.lowestAvailable !== checkpoint.index + 1)
     config.log.info({ store: config.store }, "store already initialized: --checkpoint ignored");
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
+  let registry = config.registry;
+  if (registry === undefined) {
+    registry = new Registry();
+    collectDefaultMetrics({ register: registry });
+  }
   const metrics = new SyncMetrics(registry);
   const network =
     config.network ?? new PeerClientNetwork(config.tls?.ca === undefined ? {} : { tlsCa: config.tls.ca });

@@ -17,9 +17,9 @@ import { createVerifier, readKeyFile } from "../crypto/index.js";
 import { DevnetChain, type DevnetSnapshot } from "../devnet/chain.js";
 import { CommitRefSchema } from "../gen/dagsync/v1/types_pb.js";
 import { GossipMetrics, GossipNode } from "../gossip/index.js";
-import { type CommitFeed, SyncServer } from "../server/index.js";
+import { SyncServer } from "../server/index.js";
 import type { ServerOptionsInput } from "../server/options.js";
-import { type ApplyUnit, Store } from "../store/index.js";
+import { type ApplyUnit, Store, SubDagFeed } from "../store/index.js";
 import { startGossipServer, type TlsFiles } from "./gossip-server.js";
 import { startMetricsServer } from "./metrics-http.js";
 
@@ -57,18 +57,6 @@ export interface RunningService {
   stop(): Promise<void>;
 }
 
-/** A CommitFeed the owner notifies after each apply. */
-class LocalFeed implements CommitFeed {
-  private readonly listeners = new Set<(h: number) => void>();
-  subscribe(listener: (h: number) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
-  }
-  notify(h: number): void {
-    for (const l of this.listeners) l(h);
-  }
-}
-
 export async function startServe(config: ServeConfig): Promise<RunningService> {
   const { log } = config;
   const store = await Store.open(config.store, { mustExist: true });
@@ -79,7 +67,9 @@ export async function startServe(config: ServeConfig): Promise<RunningService> {
   try {
     const registry = new Registry();
     collectDefaultMetrics({ register: registry });
-    const feed = new LocalFeed();
+    // The live producer publishes each applied batch: caught-up subscribers get it from memory.
+    // (The server applies its own subscriber limits to each stream.)
+    const feed = new SubDagFeed(store);
     const server = new SyncServer({
       store,
       log,
@@ -121,8 +111,8 @@ export async function startServe(config: ServeConfig): Promise<RunningService> {
     }
 
     if (config.live !== undefined) {
-      const producer = await startLiveProducer(store, config.live, log, gossip, (h) => {
-        feed.notify(h);
+      const producer = await startLiveProducer(store, config.live, log, gossip, (units) => {
+        feed.publish(units);
       });
       committee = producer.committee;
       cleanup.push(producer.stop);
@@ -162,7 +152,7 @@ async function startLiveProducer(
   live: LiveConfig,
   log: Logger,
   gossip: GossipNode | undefined,
-  onApplied: (highest: number) => void,
+  onApplied: (units: readonly ApplyUnit[]) => void,
 ): Promise<{ committee: CommitteeView; stop: () => Promise<void> }> {
   let snapshot: DevnetSnapshot;
   const file = join(live.devnetDir, "devnet-state.json");
@@ -206,7 +196,7 @@ async function startLiveProducer(
       if (fresh.length > 0) {
         await store.apply(fresh);
         const marks = store.watermarks;
-        onApplied(marks.highestSynced);
+        onApplied(fresh);
         const ref = create(CommitRefSchema, {
           index: BigInt(marks.highestSynced),
           digest: marks.highestSyncedDigest,

@@ -5,6 +5,7 @@
 import { Server, ServerCredentials, type UntypedServiceImplementation } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { Registry } from "prom-client";
+import { DagsyncError } from "../core/errors.js";
 import type { PushCommitRequest } from "../gen/dagsync/v1/sync_pb.js";
 import type { Store } from "../store/index.js";
 import { BulkGate } from "./bulk-gate.js";
@@ -20,8 +21,11 @@ import {
   StateSyncHandlers,
 } from "./state-sync.js";
 
-export class ServerStartError extends Error {
+export class ServerStartError extends DagsyncError {
   override readonly name = "ServerStartError";
+  constructor(message: string) {
+    super("server_start", message);
+  }
 }
 
 export interface SyncServerConfig {

@@ -17,7 +17,13 @@ import {
   status,
 } from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { encodeRawFields, formatBlockRef, parseCommit, rawFieldSize } from "../core/index.js";
+import {
+  encodeRawFields,
+  formatBlockRef,
+  rawFieldSize,
+  SubscriberLagError,
+  SubscriptionError,
+} from "../core/index.js";
 import {
   GetStatusRequestSchema,
   GetStatusResponseSchema,
@@ -34,7 +40,7 @@ import {
   SubscribeCommitsRequestSchema,
 } from "../gen/dagsync/v1/sync_pb.js";
 import { WireFetchCommitsResponseSchema } from "../gen/dagsync/wire/v1/wire_pb.js";
-import type { Store } from "../store/index.js";
+import { type Store, SubDagFeed } from "../store/index.js";
 import { BulkAdmission, type BulkTicket } from "./admission.js";
 import type { Admitted, BulkGate } from "./bulk-gate.js";
 import { type Decoded, rawMethod } from "./codec.js";
@@ -43,10 +49,12 @@ import type { ServerMetrics } from "./metrics.js";
 import type { ServerOptions } from "./options.js";
 import { Gcra, InflightLimiter, peerKey } from "./rate-limit.js";
 
-/** Tells the server that the highest synced commit moved (the store is the source of truth). */
-export interface CommitFeed {
-  subscribe(listener: (highestSynced: number) => void): () => void;
-}
+/**
+ * What the server's SubscribeCommits follows: the store's SubDagFeed, which whoever applies commits
+ * publishes to (the sync engine's broadcast, serve's live producer). Without one, the server makes
+ * its own, which replays the store and then waits.
+ */
+export type CommitFeed = SubDagFeed;
 
 export interface StateSyncDeps {
   readonly store: Store;
@@ -124,6 +132,7 @@ export class StateSyncHandlers {
   private readonly streams: InflightLimiter;
   private openStreams = 0;
   readonly bulk: BulkAdmission;
+  private readonly feed: SubDagFeed;
 
   constructor(private readonly deps: StateSyncDeps) {
     const { options } = deps;
@@ -134,6 +143,7 @@ export class StateSyncHandlers {
     this.quotas = Object.fromEntries(entries) as Record<RpcName, Gcra>;
     this.inflight = new InflightLimiter(options.maxInflightPerPeer);
     this.streams = new InflightLimiter(options.maxStreamsPerPeer);
+    this.feed = deps.feed ?? new SubDagFeed(deps.store);
     this.bulk = new BulkAdmission({
       maxBulkCalls: options.maxBulkCalls,
       maxServerInflightBytes: options.maxServerInflightBytes,
@@ -447,10 +457,11 @@ export class StateSyncHandlers {
   });
 
   /**
-   * Replays from the store from `start`, then follows the feed. The store is read at the
-   * subscriber's pace (backpressure through the stream); a subscriber that falls more than
-   * `subscriberBufferCommits` behind the live tip gets RESOURCE_EXHAUSTED naming where to resume,
-   * and costs the others nothing, since each reads the store on its own.
+   * Replays from the store from `start`, then follows the feed: the store's SubDagFeed
+   * (subscription.ts), the same loop and errors as the in-process subscription. The store is read
+   * at the subscriber's pace (backpressure through the stream); each replay step waits for a bulk
+   * ticket; a subscriber that falls more than `subscriberBufferCommits` behind the live tip gets
+   * RESOURCE_EXHAUSTED naming where to resume, and costs the others nothing.
    */
   subscribeCommits: handleServerStreamingCall<Decoded<{ start: bigint }>, Uint8Array> = (
     call: ServerWritableStream<Decoded<{ start: bigint }>, Uint8Array>,
@@ -459,8 +470,7 @@ export class StateSyncHandlers {
     const peer = peerKey(call.getPeer());
     const method = "SubscribeCommits";
     let release: (() => void) | undefined;
-    let unsubscribe: (() => void) | undefined;
-    let wake: (() => void) | undefined;
+    const abort = new AbortController();
     /** Resolves a wait for "drain", so that a cancelled call never waits for a drain that cannot come. */
     let unblock: (() => void) | undefined;
     let counted = false;
@@ -472,7 +482,7 @@ export class StateSyncHandlers {
     };
     call.on("cancelled", () => {
       cancelled = true;
-      wake?.();
+      abort.abort();
       unblock?.();
     });
     const run = async () => {
@@ -480,76 +490,62 @@ export class StateSyncHandlers {
       const decoded = call.request;
       if (!decoded.ok) throw invalidArgument(decoded.error);
       if (decoded.value.start === 0n) throw invalidArgument("start must be ≥ 1 (commit indices start at 1)");
-      let next = index("start", decoded.value.start);
-      if (next < store.watermarks.lowestAvailable)
-        throw outOfRange(
-          `commit ${next} was pruned: this node serves from ${store.watermarks.lowestAvailable}`,
-        );
+      const start = index("start", decoded.value.start);
       metrics.subscribers.inc();
       counted = true;
       let live = false;
-      unsubscribe = this.deps.feed?.subscribe(() => wake?.());
-      while (!cancelled) {
-        const highest = store.watermarks.highestSynced;
-        if (live && highest - next + 1 > options.subscriberBufferCommits)
-          throw resourceExhausted(
-            `subscriber fell more than ${options.subscriberBufferCommits} commits behind the tip: resubscribe with start = ${next}`,
-          );
-        if (next > highest) {
+      /** The bulk ticket of the replay step in progress. */
+      let step: BulkTicket | undefined;
+      const subDags = this.feed.iterate(start, {
+        signal: abort.signal,
+        bufferCommits: options.subscriberBufferCommits,
+        readAhead: options.subscriberReadAhead,
+        onLive: () => {
           live = true;
-          await new Promise<void>((resolve) => {
-            wake = resolve;
-          });
-          wake = undefined;
-          continue;
-        }
-        const end = Math.min(highest, next + options.subscriberReadAhead - 1);
+        },
         // A replay step is bulk work: it waits for a server-wide ticket (a stream is not refused
         // mid-replay; it is slowed down). Following live costs no ticket.
-        let step: BulkTicket | undefined;
-        while (!live && step === undefined && !cancelled) {
-          const r = this.bulk.acquire(peer, options.maxFetchResponseBytes);
-          if (r.ok) step = r.ticket;
-          else await new Promise((resolve) => setTimeout(resolve, r.retryAfterMs));
-        }
-        try {
-          for (const commitBytes of await store.getCommits(next, end)) {
-            if (cancelled) return;
-            const entry = parseCommit(commitBytes);
-            const blocks = await store.getBlocks(entry.commit.blocks);
-            const missing = blocks.indexOf(undefined);
-            if (missing >= 0)
-              throw notFound(
-                `commit ${entry.index}: block ${formatBlockRef(entry.commit.blocks[missing]!)} is missing`,
-              );
-            const bytes = encodeRawFields([
-              [1, [commitBytes]],
-              [2, blocks as Uint8Array[]],
-            ]);
-            if (live) metrics.subscriberLag.observe(store.watermarks.highestSynced - entry.index);
-            metrics.bytesServed.inc({ method }, bytes.length);
-            if (!call.write(bytes)) {
-              // A subscriber that does not read must not pin server-wide bulk capacity: the step
-              // gives its ticket back before waiting (what waits in its send buffer is at most one
-              // step, and streams are capped per address and server-wide).
-              step?.release();
-              step = undefined;
-              await new Promise<void>((resolve) => {
-                const done = () => {
-                  call.off("drain", done);
-                  unblock = undefined;
-                  resolve();
-                };
-                unblock = done;
-                call.once("drain", done);
-                if (cancelled) done();
-              });
-            }
-            next = entry.index + 1;
+        admitReplayStep: async () => {
+          while (step === undefined && !cancelled) {
+            const r = this.bulk.acquire(peer, options.maxFetchResponseBytes);
+            if (r.ok) step = r.ticket;
+            else await new Promise((resolve) => setTimeout(resolve, r.retryAfterMs));
           }
-        } finally {
-          step?.release();
+          return () => {
+            step?.release();
+            step = undefined;
+          };
+        },
+      });
+      try {
+        for await (const subDag of subDags) {
+          if (cancelled) return;
+          const bytes = encodeRawFields([
+            [1, [subDag.commit.bytes]],
+            [2, subDag.blocks],
+          ]);
+          if (live) metrics.subscriberLag.observe(store.watermarks.highestSynced - subDag.index);
+          metrics.bytesServed.inc({ method }, bytes.length);
+          if (!call.write(bytes)) {
+            // A subscriber that does not read must not pin server-wide bulk capacity: the step
+            // gives its ticket back before waiting (what waits in its send buffer is at most one
+            // step, and streams are capped per address and server-wide).
+            step?.release();
+            step = undefined;
+            await new Promise<void>((resolve) => {
+              const done = () => {
+                call.off("drain", done);
+                unblock = undefined;
+                resolve();
+              };
+              unblock = done;
+              call.once("drain", done);
+              if (cancelled) done();
+            });
+          }
         }
+      } catch (e) {
+        throw subscriptionStatus(e);
       }
     };
     run()
@@ -563,10 +559,29 @@ export class StateSyncHandlers {
       )
       .finally(() => {
         if (counted) metrics.subscribers.dec();
-        unsubscribe?.();
+        abort.abort();
         release?.();
       });
   };
+}
+
+/** The gRPC status of a subscription's error (the same codes as the in-process subscription's). */
+function subscriptionStatus(e: unknown): unknown {
+  if (!(e instanceof SubscriptionError)) return e;
+  switch (e.code) {
+    case "invalid_argument":
+      return invalidArgument(e.message);
+    case "out_of_range":
+      return outOfRange(e.message);
+    case "not_found":
+      return notFound(e.message);
+    case "lagged":
+      return resourceExhausted(
+        e instanceof SubscriberLagError
+          ? e.message.replace(/resubscribe from \d+$/, `resubscribe with start = ${e.resumeFrom}`)
+          : e.message,
+      );
+  }
 }
 
 /** Decodes a FetchCommits wire response into its parts (for tests and tools). */

@@ -1,4 +1,6 @@
 /** Store errors carry a code; open failures name the path and what to do. */
+import { DagsyncError } from "../core/errors.js";
+
 export type StoreErrorCode =
   | "in_use"
   | "not_found"
@@ -7,13 +9,13 @@ export type StoreErrorCode =
   | "corrupt"
   | "out_of_order";
 
-export class StoreError extends Error {
+export class StoreError extends DagsyncError {
   override readonly name = "StoreError";
   constructor(
-    readonly code: StoreErrorCode,
+    override readonly code: StoreErrorCode,
     message: string,
   ) {
-    super(message);
+    super(code, message);
   }
 
   static notFound(path: string): StoreError {

@@ -1,3 +1,4 @@
 export * from "./errors.js";
 export * from "./keys.js";
 export * from "./store.js";
+export * from "./subscription.js";

@@ -1010,7 +1010,7 @@ export class SyncEngine {
     m?.blocksApplied.inc(blockCount);
     m?.highestSynced.set(this.store.watermarks.highestSynced);
     this.applying = false;
-    this.broadcast.notify();
+    this.broadcast.publish(units); // caught-up subscribers take these from memory
     this.pushToPeersBehind();
     this.kick();
   }

@@ -1,3 +1,5 @@
+import { DagsyncError } from "../core/errors.js";
+
 /** Why the sync engine stopped for good: every fatal condition has a code a caller can branch on. */
 export type SyncErrorCode =
   /** The store holds no committee for its own epoch (a store not made by dagsync, or damaged). */
@@ -16,13 +18,13 @@ export type SyncErrorCode =
   /** A bug: one of the engine's own handlers threw. The message names it. */
   | "internal";
 
-export class SyncError extends Error {
+export class SyncError extends DagsyncError {
   override readonly name = "SyncError";
 
   constructor(
-    readonly code: SyncErrorCode,
+    override readonly code: SyncErrorCode,
     message: string,
   ) {
-    super(message);
+    super(code, message);
   }
 }

@@ -695,7 +695,12 @@ describe("sync engine: trusted checkpoint", () => {
         `nothing below the checkpoint was asked for: ${JSON.stringify(network.calls.filter((c) => c.error))}`,
       );
       assert.ok(network.calls.filter((c) => c.method === "commits").every((c) => c.start! > index));
-      const first = await engine.broadcast.iterate(1).next();
+      await assert.rejects(
+        engine.broadcast.iterate(1).next(),
+        { code: "out_of_range" },
+        "below the checkpoint",
+      );
+      const first = await engine.broadcast.iterate(index + 1).next();
       assert.equal(first.value?.index, index + 1, "the stream starts right after the checkpoint");
       assertNotBanned(engine, ["p1:9100", "p2:9100"]);
       const run = commits.slice(index);
