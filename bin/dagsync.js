@@ -25,10 +25,12 @@ function distIsCurrent() {
   }
 }
 
+let cli;
 if (distIsCurrent()) {
-  await import("../dist/cli/main.js");
+  cli = await import("../dist/cli/main.js");
 } else {
   const { register } = await import("tsx/esm/api");
   register();
-  await import("../src/cli/main.ts");
+  cli = await import("../src/cli/main.ts");
 }
+process.exitCode = await cli.main(process.argv);
