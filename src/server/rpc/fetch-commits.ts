@@ -38,15 +38,7 @@ export function fetchCommits(ctx: RpcContext) {
       }
       // End at the highest commit in range whose certifier blocks we hold; shrink while too big.
       const certified = await store.highestCertifiedIn(start, start + count - 1);
-      if (certified === undefined) {
-        // Nothing certifiable within the bounds: run past them to the first commit of the epoch we
-        // can certify (the batch contract, DESIGN §3). DESIGN caps this at maxCommitsPerFetch too,
-        // but a node that synced from a server with a larger cap holds certifiers farther apart, and
-        // refusing would leave such a node unable to serve at all; a batch of commits alone is small.
-        const first = await store.lowestCertifiedIn(start, bounds.end ?? marks.highestSynced);
-        if (first === undefined) throw notFound(`no certified commit at or after ${start} on this node`);
-        return encodeCommits(await store.getCommits(start, first), (await store.getCertifiers(first)) ?? []);
-      }
+      if (certified === undefined) return extendedBatch(ctx, start, count);
       let last: number = certified;
       for (;;) {
         const certifiers: Uint8Array[] = (await store.getCertifiers(last)) ?? [];
@@ -61,6 +53,43 @@ export function fetchCommits(ctx: RpcContext) {
     },
     "bulk",
   );
+}
+
+/**
+ * Nothing certifiable within the bounds: run past them to the first commit of the epoch this node
+ * can certify (the batch contract, DESIGN §3). DESIGN caps this at maxCommitsPerFetch too, but a
+ * node that synced from a server with a larger cap holds certifiers farther apart, and refusing
+ * would leave such a node unable to serve at all (README, Deviations). The batch still obeys the
+ * response budget and never leaves start's epoch: one seek for the first certified commit in
+ * the epoch, then one read of the commits up to it, stopped at the budget. When no certified
+ * commit is within those bounds, NOT_FOUND names the range searched.
+ */
+async function extendedBatch(ctx: RpcContext, start: number, scanned: number): Promise<Uint8Array> {
+  const { store, options } = ctx.deps;
+  const budget = options.maxFetchResponseBytes;
+  const bounds = store.epochBoundsOf(start);
+  const last = bounds.end ?? store.watermarks.highestSynced;
+  const where =
+    bounds.end === undefined
+      ? `${last} is this node's highest synced commit`
+      : `${last} ends epoch ${bounds.epoch}`;
+  const first = await store.lowestCertifiedIn(start + scanned, last);
+  if (first === undefined)
+    throw notFound(`no certified commit in ${start}..${last} on this node (searched to ${where})`);
+  const certifiers = (await store.getCertifiers(first)) ?? [];
+  let certifierBytes = 0;
+  for (const b of certifiers) certifierBytes += b.length + fieldOverhead(b.length);
+  const commits = await store.getCommits(start, first, undefined, budget - certifierBytes);
+  let total = certifierBytes;
+  for (const c of commits) total += c.length + fieldOverhead(c.length);
+  if (commits.length < first - start + 1 || total > budget) {
+    const reach = start + Math.max(commits.length, 1) - 1;
+    throw notFound(
+      `no certified commit in ${start}..${reach} on this node within the ${budget}-byte response budget ` +
+        `(searched ${start}..${last}, ${where}; the first commit it can certify is ${first})`,
+    );
+  }
+  return encodeCommits(commits, certifiers);
 }
 
 function encodeCommits(commits: Uint8Array[], certifierBlocks: Uint8Array[]): Uint8Array {
