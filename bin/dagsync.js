@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // The dagsync CLI. Runs the compiled modules in dist/ (`npm run build`; `npm ci` builds them) when
 // they are newer than every source file, and the TypeScript sources through tsx's loader
-// otherwise, so that an edited checkout never runs stale code. dist/ starts faster and keeps
-// ≈20 MB less resident (no loader, no source transforms; BENCHMARKS.md).
+// otherwise (tsx is a dev dependency), so that an edited checkout never runs stale code. dist/
+// starts faster and keeps ≈20 MB less resident (no loader, no source transforms; BENCHMARKS.md).
 import { readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 
@@ -25,10 +25,42 @@ function distIsCurrent() {
   }
 }
 
-if (distIsCurrent()) {
-  await import("../dist/cli/main.js");
-} else {
-  const { register } = await import("tsx/esm/api");
-  register();
-  await import("../src/cli/main.ts");
+/**
+ * tsx's loader, or undefined where it is not installed: it is a dev dependency (running the
+ * sources is for a checkout being worked on); an install without dev dependencies runs dist/.
+ */
+async function tsxLoader() {
+  try {
+    return await import("tsx/esm/api");
+  } catch (e) {
+    if (e?.code === "ERR_MODULE_NOT_FOUND") return undefined;
+    throw e;
+  }
 }
+
+let cli;
+if (distIsCurrent()) {
+  cli = await import("../dist/cli/main.js");
+} else {
+  const tsx = await tsxLoader();
+  if (tsx !== undefined) {
+    tsx.register();
+    cli = await import("../src/cli/main.ts");
+  } else {
+    try {
+      cli = await import("../dist/cli/main.js");
+    } catch (e) {
+      if (e?.code !== "ERR_MODULE_NOT_FOUND") throw e;
+      console.error(
+        "dagsync: not built: dist/ is missing and tsx (a dev dependency, to run the sources) is not installed; " +
+          "run `npm ci` (or `npm install`) with dev dependencies, which builds dist/",
+      );
+      process.exit(1);
+    }
+    // dist/ exists but is older than src/: still the best there is without tsx.
+    console.error(
+      "dagsync: dist/ is older than src/ and tsx is not installed: running dist/ (npm run build)",
+    );
+  }
+}
+process.exitCode = await cli.main(process.argv);

@@ -15,6 +15,7 @@
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { devnetProducer } from "../src/devnet/live.js";
 // Demo scaffolding only (not part of the library surface): a devnet and in-process validators.
 import { writeDevnet } from "../src/devnet/write.js";
 import { type CommittedSubDag, createFullNode, subscribeVerified } from "../src/index.js";
@@ -46,7 +47,13 @@ async function main(): Promise<void> {
         store: devnet.validators[index]!.store,
         listen: "127.0.0.1:0",
         log: silentLogger(),
-        live: { devnetDir: devnet.dir, index, roundMs: 200, txsPerRound: 0, followers: [] },
+        producer: devnetProducer({
+          devnetDir: devnet.dir,
+          index,
+          roundMs: 200,
+          txsPerRound: 0,
+          followers: [],
+        }),
       });
       stops.push(() => v.stop());
       validators.push(`127.0.0.1:${v.port}`);

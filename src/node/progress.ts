@@ -1,10 +1,12 @@
 /**
  * Sync progress for people: a progress bar (commits, blocks, MB/s, ETA, peers) when stderr is a
- * terminal, a log line every few seconds otherwise.
+ * terminal, a log line every few seconds otherwise. cli-progress is loaded only for the bar
+ * (optional-module.ts); without it a terminal gets the log lines too.
  */
-import cliProgress from "cli-progress";
+import type CliProgress from "cli-progress";
 import type { Logger } from "pino";
 import type { SyncEngine } from "../sync/index.js";
+import { loadOptional } from "./optional-module.js";
 
 export interface ProgressReporter {
   stop(): void;
@@ -34,7 +36,10 @@ export function reportProgress(
       etaSecs: commitsPerSec > 0 ? Math.max(0, p.target - p.highestSynced) / commitsPerSec : Number.NaN,
     };
   };
-  if (!tty) {
+  const cliProgress = tty ? loadOptional<typeof CliProgress>("cli-progress") : undefined;
+  if (tty && cliProgress === undefined)
+    log.info("cli-progress is not installed: sync progress as log lines instead of a bar");
+  if (cliProgress === undefined) {
     const timer = setInterval(() => {
       const r = rate();
       log.info(

@@ -1,21 +1,13 @@
 /**
  * `dagsync serve`: a validator serving its store over StateSync and Admin until SIGINT/SIGTERM;
- * optionally with the live channel (`--gossip-listen`) and, on a devnet, producing new rounds in
- * real time (`--live`): it continues the deterministic devnet generator from the store's tip,
- * signs and broadcasts its own blocks, gossips transactions, forms commits by the generator's
- * rule, applies them, serves them and PushCommits to followers.
+ * optionally with the live channel (`--gossip-listen`) and a producer hook that appends to the
+ * store while it is served (on a devnet, `--live` passes src/devnet/live.ts). The node layer
+ * never imports the devnet: the CLI plugs it in.
  */
-import { randomBytes } from "node:crypto";
-import { readFile } from "node:fs/promises";
-import { join } from "node:path";
-import { create } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
 import { collectDefaultMetrics, Registry } from "prom-client";
-import { PeerClient } from "../client/index.js";
-import { bytesEqual, type CommitteeView, sha256, toHex } from "../core/index.js";
+import { type CommitteeView, toHex } from "../core/index.js";
 import { createVerifier, readKeyFile } from "../crypto/index.js";
-import { DevnetChain, type DevnetSnapshot } from "../devnet/chain.js";
-import { CommitRefSchema } from "../gen/dagsync/v1/types_pb.js";
 import { GossipMetrics, GossipNode } from "../gossip/index.js";
 import { SyncServer } from "../server/index.js";
 import type { ServerOptionsInput } from "../server/options.js";
@@ -23,17 +15,26 @@ import { type ApplyUnit, Store, SubDagFeed } from "../store/index.js";
 import { startGossipServer, type TlsFiles } from "./gossip-server.js";
 import { startMetricsServer } from "./metrics-http.js";
 
-export interface LiveConfig {
-  /** The devnet folder (holds devnet-state.json). */
-  readonly devnetDir: string;
-  /** This validator's author index. */
-  readonly index: number;
-  /** Round interval, ms. */
-  readonly roundMs: number;
-  /** Transactions gossiped per round on MEMPOOL. */
-  readonly txsPerRound: number;
-  /** Sync addresses to PushCommit to after each new commit. */
-  readonly followers: readonly string[];
+/** What a producer hook gets once the server (and the live channel, if any) is up. */
+export interface ProducerContext {
+  readonly store: Store;
+  readonly log: Logger;
+  /** The live channel, when `--gossip-listen` is set. */
+  readonly gossip: GossipNode | undefined;
+  /** Call after each apply with what was applied: SubscribeCommits followers get it from memory. */
+  readonly onApplied: (units: readonly ApplyUnit[]) => void;
+}
+
+/**
+ * Something that appends to the store while it is served (e.g. the devnet's live producer,
+ * src/devnet/live.ts). Started after the ports are bound; stopped before the server.
+ */
+export type Producer = (context: ProducerContext) => Promise<RunningProducer>;
+
+export interface RunningProducer {
+  /** The committee of the epoch being produced (admits its keys on the live channel). */
+  readonly committee: CommitteeView;
+  stop(): Promise<void>;
 }
 
 export interface ServeConfig {
@@ -45,7 +46,8 @@ export interface ServeConfig {
   readonly networkKeyFile?: string | undefined;
   /** Network keys admitted on the gossip port beyond the committee (full nodes). */
   readonly allowKeys?: readonly Uint8Array[] | undefined;
-  readonly live?: LiveConfig | undefined;
+  /** Appends to the store while serving (`serve --live` passes the devnet producer). */
+  readonly producer?: Producer | undefined;
   readonly tls?: TlsFiles | undefined;
   /** Server limits (admission caps etc.); unset ones keep DEFAULT_SERVER_OPTIONS. */
   readonly serverOptions?: ServerOptionsInput | undefined;
@@ -110,12 +112,15 @@ export async function startServe(config: ServeConfig): Promise<RunningService> {
         if (toHex(v.networkKey) > mine && v.gossipAddress !== "") gossip.dial(v.gossipAddress, v.networkKey);
     }
 
-    if (config.live !== undefined) {
-      const producer = await startLiveProducer(store, config.live, log, gossip, (units) => {
-        feed.publish(units);
+    if (config.producer !== undefined) {
+      const producer = await config.producer({
+        store,
+        log,
+        gossip,
+        onApplied: (units) => feed.publish(units),
       });
       committee = producer.committee;
-      cleanup.push(producer.stop);
+      cleanup.push(() => producer.stop());
     }
 
     const marks = store.watermarks;
@@ -127,7 +132,7 @@ export async function startServe(config: ServeConfig): Promise<RunningService> {
         metrics: config.metrics,
         chain: store.genesis.genesis.chainId,
         commits: `${marks.lowestAvailable}..${marks.highestSynced}`,
-        live: config.live !== undefined,
+        live: config.producer !== undefined,
       },
       "serving",
     );
@@ -144,84 +149,6 @@ export async function startServe(config: ServeConfig): Promise<RunningService> {
     await stopAll();
     throw e;
   }
-}
-
-/** The live devnet producer of one validator. */
-async function startLiveProducer(
-  store: Store,
-  live: LiveConfig,
-  log: Logger,
-  gossip: GossipNode | undefined,
-  onApplied: (units: readonly ApplyUnit[]) => void,
-): Promise<{ committee: CommitteeView; stop: () => Promise<void> }> {
-  let snapshot: DevnetSnapshot;
-  const file = join(live.devnetDir, "devnet-state.json");
-  try {
-    snapshot = JSON.parse(await readFile(file, "utf8")) as DevnetSnapshot;
-  } catch {
-    throw new Error(
-      `--live ${live.devnetDir}: cannot read ${file} (generate the devnet with \`dagsync devnet\`)`,
-    );
-  }
-  const chain = DevnetChain.restore(snapshot);
-  chain.freezeEpoch();
-  if (!bytesEqual(chain.genesis.digest, store.genesis.digest))
-    throw new Error(`--live ${live.devnetDir}: not the devnet of this store`);
-  // Replay deterministically up to the store's tip (earlier live runs), checking every digest.
-  const tip = store.watermarks.highestSynced;
-  let pending: ApplyUnit[] = [];
-  while (chain.nextCommitIndex <= tip + 1 && pending.length === 0) {
-    for (const c of chain.produceRound()) {
-      if (c.index <= tip) {
-        const stored = await store.getCommit(c.index);
-        if (stored === undefined || !bytesEqual(sha256(stored), c.commitDigest))
-          throw new Error(
-            `--live: commit ${c.index} in the store differs from the devnet's; regenerate the devnet`,
-          );
-      } else pending.push(c);
-    }
-  }
-  const followers = live.followers.map((a) => new PeerClient(a, { smallCallTimeoutMs: 1000 }));
-  let busy = false;
-  const tick = async () => {
-    if (busy) return;
-    busy = true;
-    try {
-      const certified = [...pending, ...chain.produceRound()];
-      pending = [];
-      const own = chain.lastRoundBlocks.find((b) => b.author === live.index);
-      if (own !== undefined) gossip?.publishBlock(own.bytes);
-      for (let i = 0; i < live.txsPerRound; i++) gossip?.publishTransaction(new Uint8Array(randomBytes(128)));
-      const fresh = certified.filter((c) => c.index > store.watermarks.highestSynced);
-      if (fresh.length > 0) {
-        await store.apply(fresh);
-        const marks = store.watermarks;
-        onApplied(fresh);
-        const ref = create(CommitRefSchema, {
-          index: BigInt(marks.highestSynced),
-          digest: marks.highestSyncedDigest,
-        });
-        for (const f of followers) f.pushCommit(ref, marks.highestSynced).catch(() => {});
-      }
-    } catch (e) {
-      log.error({ err: e }, "live producer failed a round");
-    } finally {
-      busy = false;
-    }
-  };
-  const timer = setInterval(() => void tick(), live.roundMs);
-  log.info(
-    { round: chain.currentRound, next: chain.nextCommitIndex, roundMs: live.roundMs },
-    "live devnet producer running",
-  );
-  return {
-    committee: chain.currentCommittee,
-    stop: async () => {
-      clearInterval(timer);
-      while (busy) await new Promise((r) => setTimeout(r, 10));
-      for (const f of followers) f.close();
-    },
-  };
 }
 
 /** Runs until SIGINT/SIGTERM, then stops gracefully. A second signal exits at once. */

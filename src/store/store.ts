@@ -355,17 +355,28 @@ export class Store {
     return this.tables.commits.get(indexKey(index));
   }
 
-  /** Commits in [start, end], in order, stopping at the first missing one. */
-  async getCommits(start: number, end: number, limit = end - start + 1): Promise<Bytes[]> {
+  /**
+   * Commits in [start, end], in order, stopping at the first missing one, after `limit` commits,
+   * or before the commit that would take their total size past `maxBytes` (one iterator).
+   */
+  async getCommits(
+    start: number,
+    end: number,
+    limit = end - start + 1,
+    maxBytes = Number.POSITIVE_INFINITY,
+  ): Promise<Bytes[]> {
     const out: Bytes[] = [];
     const it = this.tables.commits.iterator({ gte: indexKey(start), lte: indexKey(end), limit });
     try {
       let expected = start;
+      let bytes = 0;
       for (;;) {
         const entries = await it.nextv(Math.min(limit, 256));
         if (entries.length === 0) break;
         for (const [key, value] of entries) {
           if (readIndexKey(key) !== expected) return out;
+          bytes += value.length;
+          if (bytes > maxBytes) return out;
           out.push(value);
           expected++;
         }
@@ -401,7 +412,10 @@ export class Store {
     return key === undefined ? undefined : readIndexKey(key);
   }
 
-  /** The lowest commit in [from, to] whose certifier blocks are stored, or undefined. */
+  /**
+   * The lowest commit in [from, to] whose certifier blocks are stored, or undefined: one seek of
+   * one iterator over the certifier keys (limit 1), however far apart they are.
+   */
   async lowestCertifiedIn(from: number, to: number): Promise<number | undefined> {
     const keys = await this.tables.certifiers
       .keys({ gte: indexKey(from), lte: indexKey(to), limit: 1 })

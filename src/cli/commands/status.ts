@@ -1,0 +1,24 @@
+/** `dagsync status`: a node's Admin/GetStatus as JSON. */
+import { toJsonString } from "@bufbuild/protobuf";
+import type { Command } from "commander";
+import { PeerClient } from "../../client/index.js";
+import { GetStatusResponseSchema } from "../../gen/dagsync/v1/admin_pb.js";
+import { hostPort } from "../options.js";
+
+/** Adds the command to `program`; returns it. */
+export function addStatus(program: Command): Command {
+  return program
+    .command("status")
+    .description("print a node's Admin/GetStatus")
+    .argument("<host:port>", "the node's sync address")
+    .action(async (address: string) => {
+      hostPort(address);
+      const client = new PeerClient(address);
+      try {
+        const s = await client.getStatus();
+        console.log(toJsonString(GetStatusResponseSchema, s, { prettySpaces: 2 }));
+      } finally {
+        client.close();
+      }
+    });
+}

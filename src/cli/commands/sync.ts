@@ -1,0 +1,140 @@
+/** `dagsync sync`: a full node catching up from peers, verifying, storing and following. */
+import type { Command } from "commander";
+import { startFullNode } from "../../node/full-node.js";
+import { createLogger } from "../../node/logger.js";
+import { reportProgress } from "../../node/progress.js";
+import { DEFAULT_SYNC_OPTIONS } from "../../sync/index.js";
+import { withConfig } from "../config.js";
+import { collect, duration, hostPort, integer, readTlsOrCa } from "../options.js";
+
+/** Adds the command to `program`; returns it. */
+export function addSync(program: Command): Command {
+  const sync = program
+    .command("sync")
+    .description(
+      "run a full node: catch up from peers (from genesis or a trusted checkpoint), verify, store, follow",
+    )
+    .option("--store <dir>", "store directory (created if absent); required")
+    .option("--genesis <file>", "genesis.pb of the chain; required")
+    .option(
+      "--peer <host:port>",
+      "a validator's sync address (repeat, or comma-separate, for several); required",
+      collect(hostPort),
+      [],
+    )
+    .option(
+      "--checkpoint <file>",
+      "start a new store from this trusted checkpoint (from `dagsync checkpoint export`)",
+    )
+    .option("--listen <host:port>", "also serve what this node has synced on this address", hostPort)
+    .option("--metrics <host:port>", "serve Prometheus metrics on http://HOST:PORT/metrics", hostPort)
+    .option("--exit-when-synced", "exit 0 once the node holds the highest commit its peers advertise")
+    .option(
+      "--max-stall <duration>",
+      "with --exit-when-synced: exit 1 with the reason once no peer could serve the next commit for this long (e.g. 90s, 2m)",
+      duration,
+      DEFAULT_SYNC_OPTIONS.maxStallMs,
+    )
+    .option(
+      "--commits-per-request <n>",
+      "commits asked for per FetchCommits (servers answer at most 100 by default)",
+      integer(1, 1000),
+      DEFAULT_SYNC_OPTIONS.commitsPerRequest,
+    )
+    .option(
+      "--verify-block-signatures",
+      "also check every committed block's signature (default: digest only)",
+    )
+    .option(
+      "--max-inflight-mib <n>",
+      "memory budget for fetched, unapplied data, MiB",
+      integer(1, 65536),
+      128,
+    )
+    .option("--verifier <backend>", "Ed25519 backend: native or noble", "native")
+    .option(
+      "--network-key <file>",
+      "join the live channel with this network key (dials the validators' gossip addresses)",
+    )
+    .option("--gossip-listen <host:port>", "also accept live-channel connections here", hostPort)
+    .option("--tls-cert <file>", "TLS certificate chain (PEM) for this node's ports")
+    .option("--tls-key <file>", "TLS private key (PEM)")
+    .option("--tls-ca <file>", "CA (PEM) to trust when connecting to peers over TLS")
+    .action(
+      async (opts: {
+        store: string;
+        genesis: string;
+        peer: string[];
+        checkpoint?: string;
+        listen?: string;
+        metrics?: string;
+        exitWhenSynced?: boolean;
+        maxStall: number;
+        commitsPerRequest: number;
+        verifyBlockSignatures?: boolean;
+        maxInflightMib: number;
+        verifier: string;
+        networkKey?: string;
+        gossipListen?: string;
+        tlsCert?: string;
+        tlsKey?: string;
+        tlsCa?: string;
+      }) => {
+        if (opts.verifier !== "native" && opts.verifier !== "noble")
+          throw new Error(`--verifier ${opts.verifier}: expected native or noble`);
+        const log = createLogger("dagsync");
+        const node = await startFullNode({
+          store: opts.store,
+          genesisFile: opts.genesis,
+          checkpointFile: opts.checkpoint,
+          peers: opts.peer,
+          listen: opts.listen,
+          metrics: opts.metrics,
+          log,
+          verifier: opts.verifier,
+          networkKeyFile: opts.networkKey,
+          gossipListen: opts.gossipListen,
+          tls: await readTlsOrCa(opts),
+          sync: {
+            verifyBlockSignatures: opts.verifyBlockSignatures === true,
+            maxInflightBytes: opts.maxInflightMib * 1024 * 1024,
+            maxStallMs: opts.maxStall,
+            commitsPerRequest: opts.commitsPerRequest,
+          },
+        });
+        const progress = reportProgress(node.engine, log);
+        const started = performance.now();
+        const cpuAtStart = process.cpuUsage();
+        const onSignal = () => void node.engine.stop();
+        process.once("SIGINT", onSignal);
+        process.once("SIGTERM", onSignal);
+        try {
+          await node.run(opts.exitWhenSynced === true);
+        } finally {
+          progress.stop();
+          process.off("SIGINT", onSignal);
+          process.off("SIGTERM", onSignal);
+          const p = node.engine.progress;
+          const secs = (performance.now() - started) / 1000;
+          const cpu = process.cpuUsage(cpuAtStart);
+          log.info(
+            {
+              highest: p.highestSynced,
+              commits: p.commitsApplied,
+              blocks: p.blocksApplied,
+              seconds: Number(secs.toFixed(2)),
+              commitsPerSec: Math.round(p.commitsApplied / secs),
+              mbPerSec: Number((p.bytesApplied / secs / 1e6).toFixed(1)),
+              maxRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
+              // CPU of every thread (JS, LevelDB, GC, compiler) over the same span: a catch-up on a
+              // small machine is CPU-bound, so this is the figure to compare runs by.
+              cpuSeconds: Number(((cpu.user + cpu.system) / 1e6).toFixed(2)),
+            },
+            p.phase === "synced" ? "synced: every commit and block verified" : "stopped",
+          );
+          await node.stop();
+        }
+      },
+    );
+  return withConfig(sync, ["store", "genesis", "peer"]);
+}
