@@ -3,7 +3,7 @@
 // they are newer than every source file, and the TypeScript sources through tsx's loader
 // otherwise (tsx is a dev dependency), so that an edited checkout never runs stale code. dist/
 // starts faster and keeps ≈20 MB less resident (no loader, no source transforms; BENCHMARKS.md).
-import { readdirSync, statSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 
 const root = new URL("..", import.meta.url).pathname;
@@ -19,7 +19,10 @@ function newestSource(dir) {
 
 function distIsCurrent() {
   try {
-    return statSync(join(root, "dist/.built")).mtimeMs >= newestSource(join(root, "src"));
+    const built = statSync(join(root, "dist/.built")).mtimeMs;
+    // An installed package carries dist/ and no sources: nothing can be newer.
+    if (!existsSync(join(root, "src"))) return true;
+    return built >= newestSource(join(root, "src"));
   } catch {
     return false;
   }

@@ -1,8 +1,9 @@
 #!/usr/bin/env node
-// Compiles src/ to dist/ (tsconfig.build.json) for the `dagsync` command, which runs dist/ when it
-// is current and the TypeScript sources through tsx otherwise (bin/dagsync.js). `npm ci` runs this
-// through `prepare`. Without TypeScript (an install that omits dev dependencies) it does nothing:
-// the command then runs the sources, a little slower to start and ≈20 MB larger.
+// Compiles src/ to dist/ (tsconfig.build.json, with .d.ts for the library's `exports`) for the
+// `dagsync` command and the library. bin/dagsync.js runs dist/ when it is current, and the
+// TypeScript sources through tsx (a dev dependency) in an edited checkout. `npm ci` and `npm pack`
+// run this through `prepare`; the published package carries dist/ ("files" in package.json).
+// Without TypeScript (an install that omits dev dependencies) it does nothing.
 import { spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
