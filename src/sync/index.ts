@@ -6,3 +6,4 @@ export * from "./network.js";
 export * from "./options.js";
 export * from "./peers.js";
 export * from "./stall.js";
+export * from "./sync-status.js";
