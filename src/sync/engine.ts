@@ -18,24 +18,20 @@
  * resumes from the watermark.
  */
 import { setMaxListeners } from "node:events";
-import { create } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
-import type { PeerError } from "../client/index.js";
-import { type CommitteeView, nextCommitteeFrom, type SignatureVerifier, toHex } from "../core/index.js";
-import { CommitRefSchema } from "../gen/dagsync/v1/types_pb.js";
-import type { BlockKeyRef, Store } from "../store/index.js";
-import { checkBlocks, checkCommitBatch } from "./batch-check.js";
+import type { CommitteeView } from "../core/index.js";
+import type { Store } from "../store/index.js";
+import { ApplyStage } from "./apply-stage.js";
 import { SubDagBroadcast } from "./broadcast.js";
 import { ByteBudget } from "./byte-budget.js";
+import type { SyncEngineConfig } from "./engine-config.js";
 import { SyncError } from "./errors.js";
+import { FetchPipeline } from "./fetch-pipeline.js";
 import { HeightRefresh } from "./height-refresh.js";
-import type { SyncMetrics } from "./metrics.js";
-import type { SyncNetwork } from "./network.js";
 import { DEFAULT_SYNC_OPTIONS, type SyncOptions } from "./options.js";
 import { PeerFaults } from "./peer-faults.js";
 import { PeerFetch } from "./peer-fetch.js";
-import { PeerSet, type PeerState } from "./peers.js";
-import { type ChainPoint, type Chunk, commitOfRef, type Segment, verifiedBatch } from "./segment.js";
+import { PeerSet } from "./peers.js";
 import { SegmentPlan } from "./segment-plan.js";
 import { diagnoseStall } from "./stall.js";
 import { StallWatch } from "./stall-watch.js";
@@ -46,31 +42,11 @@ import {
   type SyncProgress,
   type SyncStatusSnapshot,
 } from "./sync-status.js";
+import { VerifyStage } from "./verify-stage.js";
 
 // Kept importable from here, where they were first declared.
+export type { SyncEngineConfig } from "./engine-config.js";
 export type { SyncPhase, SyncProgress, SyncStall } from "./sync-status.js";
-
-export interface SyncEngineConfig {
-  readonly store: Store;
-  readonly network: SyncNetwork;
-  readonly peers: readonly string[];
-  readonly verifier: SignatureVerifier;
-  readonly log: Logger;
-  readonly options?: Partial<SyncOptions> | undefined;
-  readonly metrics?: SyncMetrics | undefined;
-  readonly now?: (() => number) | undefined;
-  readonly random?: (() => number) | undefined;
-  /**
-   * Blocks already at hand (near-tip blocks from the live channel), by digest. They are used
-   * only where a verified commit references their digest, so they need no trust.
-   */
-  readonly nearTipBlocks?: ((digest: Uint8Array) => Uint8Array | undefined) | undefined;
-  /**
-   * Called with the refs of the blocks of each applied store write and their epoch (one per
-   * write), so that a near-tip cache can drop them and what is now too old to be committed.
-   */
-  readonly onBlocksApplied?: ((refs: readonly BlockKeyRef[], epoch: number) => void) | undefined;
-}
 
 export class SyncEngine {
   readonly options: SyncOptions;
@@ -88,9 +64,10 @@ export class SyncEngine {
   private readonly faults: PeerFaults;
   private readonly heights: HeightRefresh;
   private readonly stallWatch: StallWatch;
+  private readonly verifyStage: VerifyStage;
+  private readonly pipeline: FetchPipeline;
+  private readonly applier: ApplyStage;
   private wake: (() => void) | undefined;
-  private applying = false;
-  private applyPromise: Promise<void> = Promise.resolve();
   private heightsTimer: NodeJS.Timeout | undefined;
   private tickTimer: NodeJS.Timeout | undefined;
   private everSynced = false;
@@ -99,8 +76,6 @@ export class SyncEngine {
   private runUntilSynced = false;
   private phase: SyncPhase = "starting";
   private fatal: SyncError | undefined;
-  private readonly checkpointDisagreements = new Set<string>();
-  private readonly stats = { commitsApplied: 0, blocksApplied: 0, bytesApplied: 0 };
 
   constructor(private readonly config: SyncEngineConfig) {
     const options = { ...DEFAULT_SYNC_OPTIONS, ...config.options };
@@ -138,6 +113,52 @@ export class SyncEngine {
     const kick = () => this.kick();
     this.heights = new HeightRefresh({ peers, fetch: this.fetch, options, log, now, onError, kick });
     this.stallWatch = new StallWatch(options, log, metrics);
+    const { plan, budget, faults, fetch, chainId, store, broadcast } = this;
+    const fail = (e: SyncError) => {
+      this.fatal = e;
+    };
+    const verifier = config.verifier;
+    this.verifyStage = new VerifyStage({
+      store,
+      plan,
+      peers,
+      budget,
+      faults,
+      committees: this.committees,
+      chainId,
+      verifier,
+      fail,
+      blocksPerRequest: options.blocksPerRequest,
+      nearTipBlocks: config.nearTipBlocks,
+    });
+    this.pipeline = new FetchPipeline({
+      plan,
+      peers,
+      fetch,
+      budget,
+      faults,
+      options,
+      chainId,
+      verifier,
+      kick,
+    });
+    const guard = this.guard.bind(this);
+    const onBlocksApplied = config.onBlocksApplied;
+    this.applier = new ApplyStage({
+      store,
+      plan,
+      budget,
+      broadcast,
+      peers,
+      fetch,
+      options,
+      metrics,
+      now,
+      onBlocksApplied,
+      fail,
+      guard,
+      kick,
+    });
   }
 
   get progress(): SyncProgress {
@@ -146,7 +167,7 @@ export class SyncEngine {
       phase: this.phase,
       highestSynced: this.store.watermarks.highestSynced,
       target: Math.max(this.peers.target(now), this.store.watermarks.highestSynced),
-      ...this.stats,
+      ...this.applier.stats,
       usablePeers: this.peers.all().filter((p) => this.peers.isUsable(p, now)).length,
       stall: this.stallWatch.stall,
     };
@@ -219,7 +240,7 @@ export class SyncEngine {
     clearInterval(this.heightsTimer);
     clearInterval(this.tickTimer);
     this.kick();
-    await this.applyPromise;
+    await this.applier.settled();
   }
 
   /** The committee of the epoch the next commit belongs to (once `run` has started). */
@@ -316,253 +337,14 @@ export class SyncEngine {
     m?.offChainPeers.set(this.peers.all().filter((p) => p.offChain).length);
 
     for (const seg of this.plan.dropBeyond(target)) this.budget.release(seg);
-    this.plan.extend(
-      marks.highestSynced,
-      target,
-      this.options.commitsPerRequest,
-      this.options.maxSegmentsAhead,
-    );
-
-    // Verify, in order, every fetched segment whose predecessor is verified.
-    let prev: ChainPoint = {
-      index: marks.highestSynced,
-      digest: marks.highestSyncedDigest,
-      epoch: marks.epoch,
-    };
-    for (const seg of this.plan.segments) {
-      if (seg.state.kind === "fetched") this.verifySegment(seg, prev);
-      const through = seg.verifiedThrough();
-      if (through === undefined) break;
-      prev = through;
-    }
-    this.highestVerified = prev.index;
-    m?.highestVerified.set(prev.index);
-
+    const { commitsPerRequest, maxSegmentsAhead } = this.options;
+    this.plan.extend(marks.highestSynced, target, commitsPerRequest, maxSegmentsAhead);
+    this.highestVerified = this.verifyStage.verifyInOrder().index;
+    m?.highestVerified.set(this.highestVerified);
     // Height queries first: they wait for a free slot per peer like fetches, and come first.
     this.heights.launch();
-    // Launch work, head first.
-    const segments = this.plan.segments;
-    for (let i = 0; i < segments.length && this.fetch.hasFreeSlot(); i++) {
-      const seg = segments[i]!;
-      if (seg.state.kind === "idle") this.launchCommitFetch(seg, i === 0, now);
-      else if (seg.state.kind === "fetching_blocks") this.launchBlockFetches(seg, i === 0, now);
-    }
-
-    const run = this.applying ? [] : this.plan.readyRun(marks.highestSynced, this.options.maxApplyBatchBytes);
-    if (run.length > 0)
-      this.applyPromise = this.apply(run).catch((e: unknown) => {
-        this.applying = false;
-        this.guard("apply", () => {
-          throw e;
-        });
-      });
+    this.pipeline.launch(now);
+    this.applier.applyReady();
     m?.inflightBytes.set(this.budget.inflightBytes);
-  }
-
-  private launchCommitFetch(seg: Segment, head: boolean, now: number): void {
-    const reserve = this.budget.estimateCommits(seg.end - seg.start + 1);
-    if (!this.budget.allows(reserve, head)) return;
-    const peer = this.peers.pick(seg.start, seg.start, now);
-    if (peer === undefined) return;
-    const { start, end } = seg;
-    seg.startFetchingCommits(peer.address);
-    this.fetch.fetchCommits(
-      peer,
-      start,
-      end,
-      reserve,
-      (res) => {
-        if (!this.plan.includes(seg)) return; // a batch before it covered the whole segment
-        if (res.commits.length === 0) {
-          seg.commitFetchFailed();
-          this.faults.ban(peer, "malformed", `returned no commits for ${start}..${seg.end}`);
-        } else {
-          seg.commitsFetched(res.commits, res.certifierBlocks);
-          this.budget.hold(seg, res.bytes);
-        }
-        this.kick();
-      },
-      (e) => {
-        if (this.plan.includes(seg)) seg.commitFetchFailed();
-        this.faults.onError(peer, "FetchCommits", e as PeerError, start);
-        this.kick();
-      },
-    );
-  }
-
-  /** The full check of a fetched batch, now that the commit it must link to is verified. */
-  private verifySegment(seg: Segment, prev: ChainPoint): void {
-    const state = seg.state;
-    if (state.kind !== "fetched") return;
-    const commits = seg.uncoveredCommits();
-    if (commits.length === 0) {
-      this.budget.release(seg);
-      seg.batchDiscarded();
-      return;
-    }
-    const peer = this.peers.get(state.peer)!;
-    const committee = this.committees.get(prev.epoch);
-    if (committee === undefined) return; // cannot happen: the predecessor verified and stored it
-    const marks = this.store.watermarks;
-    const { result, contradictsCheckpoint } = checkCommitBatch({
-      commits,
-      certifiers: state.certifiers,
-      start: seg.start,
-      prev,
-      committee,
-      chainId: this.chainId,
-      verifier: this.config.verifier,
-      prevIsCheckpoint: seg.start === marks.lowestAvailable && marks.highestSynced > 0,
-    });
-    // (An uncertified batch is just a bad peer, banned below: one hostile peer cannot stop the node.)
-    if (contradictsCheckpoint) this.checkpointContradicted(state.peer, prev, seg.start);
-    const why = `FetchCommits ${seg.start}..: ${result.error?.message}`;
-    if (result.commits.length === 0) {
-      this.budget.release(seg);
-      seg.batchDiscarded();
-      this.faults.ban(peer, result.error?.code ?? "malformed", why);
-      return;
-    }
-    if (result.error !== undefined) this.faults.ban(peer, result.error.code, why);
-    const last = result.commits.at(-1)!;
-    let nextCommittee: CommitteeView | undefined;
-    if (last.commit.endOfEpoch !== undefined) {
-      try {
-        nextCommittee = nextCommitteeFrom(last, committee);
-        this.committees.set(nextCommittee.epoch, nextCommittee);
-      } catch (e) {
-        const reason = `commit ${last.index} is certified but its next committee is unusable: ${(e as Error).message}`;
-        this.fatal = new SyncError("bad_next_committee", reason);
-        return;
-      }
-    }
-    if (last.index < seg.end) this.plan.splitAfter(seg, last.index);
-    else if (last.index > seg.end)
-      for (const gone of this.plan.absorbFollowing(seg, last.index)) this.budget.release(gone);
-    const certifiers = result.certifierBlocks.map((b) => b.bytes);
-    const batch = verifiedBatch(result.commits, certifiers, committee, nextCommittee);
-    this.budget.hold(seg, seg.batchVerified(batch, this.options.blocksPerRequest, this.config.nearTipBlocks));
-  }
-
-  /**
-   * The first commit after the trusted checkpoint does not link to it, yet a quorum of the
-   * checkpoint's committee certified it: either the checkpoint is not of the chain our peers
-   * serve, or that committee forked. When every on-chain peer says so, stop.
-   */
-  private checkpointContradicted(peer: string, prev: ChainPoint, start: number): void {
-    this.checkpointDisagreements.add(peer);
-    const onChain = this.peers.all().filter((p) => p.known && !p.offChain).length;
-    if (this.checkpointDisagreements.size < onChain) return;
-    this.fatal = new SyncError(
-      "checkpoint_mismatch",
-      `the trusted checkpoint (commit ${prev.index}, digest ${toHex(prev.digest).slice(0, 16)}…) does not match what peers serve: ` +
-        `commit ${start} from ${[...this.checkpointDisagreements].join(", ")} links to another digest. Check --checkpoint and --genesis.`,
-    );
-  }
-
-  private launchBlockFetches(seg: Segment, head: boolean, now: number): void {
-    const state = seg.state;
-    if (state.kind !== "fetching_blocks") return;
-    for (const chunk of state.chunks) {
-      if (chunk.fetching) continue;
-      if (!this.fetch.hasFreeSlot()) return;
-      if (!this.budget.allows(this.budget.estimateBlocks(chunk.count), head)) return;
-      const peer = this.pickForChunk(seg, chunk, now);
-      if (peer === undefined) continue;
-      const reserve = this.budget.estimateBlocks(chunk.count); // the chunk may have been cut
-      const refs = state.batch.refs.slice(chunk.offset, chunk.offset + chunk.count);
-      seg.chunkRequested(chunk);
-      this.fetch.fetchBlocks(
-        peer,
-        refs,
-        reserve,
-        (res) => {
-          if (seg.state !== state) return seg.chunkFailed(chunk); // applied or dropped meanwhile
-          const signatures = this.options.verifyBlockSignatures
-            ? { committee: state.batch.committee, chainId: this.chainId, verifier: this.config.verifier }
-            : undefined;
-          const { accepted, error } = checkBlocks(refs, res.blocks, signatures);
-          if (error !== undefined) this.faults.ban(peer, error.code, `FetchBlocks: ${error.message}`);
-          if (accepted.length > 0) this.budget.observeBlocks(res.bytes, res.blocks.length);
-          this.budget.hold(
-            seg,
-            accepted.reduce((n, b) => n + b.length, 0),
-          );
-          seg.blocksAccepted(chunk, accepted);
-          this.kick();
-        },
-        (e) => {
-          seg.chunkFailed(chunk);
-          const commit = commitOfRef(state.batch, chunk.offset);
-          this.faults.onError(peer, "FetchBlocks", e as PeerError, commit?.index ?? seg.start);
-          this.kick();
-        },
-      );
-    }
-  }
-
-  /**
-   * A peer for a chunk of refs: one that holds the commits those refs belong to (not the whole
-   * segment, which after a long batch may span more than any one peer holds). When nobody holds
-   * them all, the chunk is cut after the last commit the best peer holding its first one has.
-   */
-  private pickForChunk(seg: Segment, chunk: Chunk, now: number): PeerState | undefined {
-    const { first, last } = seg.chunkCommits(chunk);
-    const peer = this.peers.pick(first.index, last.index, now);
-    if (peer !== undefined || first === last) return peer;
-    const partial = this.peers.pick(first.index, first.index, now);
-    if (partial === undefined) return undefined;
-    return seg.splitChunkAfterCommit(chunk, Math.min(partial.highest, last.index)) ? partial : undefined;
-  }
-
-  // ---- apply ---------------------------------------------------------------------------------
-
-  /** Writes a run of ready segments in one atomic store batch, then tells subscribers and peers. */
-  private async apply(run: readonly Segment[]): Promise<void> {
-    this.applying = true;
-    const units = run.flatMap((seg) => seg.startApplying());
-    try {
-      await this.store.apply(units);
-    } catch (e) {
-      const range = `${run[0]!.start}..${run.at(-1)!.end}`;
-      this.fatal = new SyncError(
-        "store_write",
-        `cannot write commits ${range} to the store: ${(e as Error).message}`,
-      );
-      this.applying = false;
-      this.kick();
-      return;
-    }
-    for (const seg of this.plan.removeApplied(run.length)) this.budget.release(seg);
-    const refs = units.flatMap((u) => u.blocks.map((b) => b.ref));
-    const bytes = units.reduce((n, u) => u.blocks.reduce((k, b) => k + b.bytes.length, n), 0);
-    this.config.onBlocksApplied?.(refs, units.at(-1)!.epoch);
-    this.stats.commitsApplied += units.length;
-    this.stats.blocksApplied += refs.length;
-    this.stats.bytesApplied += bytes;
-    const m = this.config.metrics;
-    m?.commitsApplied.inc(units.length);
-    m?.blocksApplied.inc(refs.length);
-    m?.highestSynced.set(this.store.watermarks.highestSynced);
-    this.applying = false;
-    this.broadcast.notify();
-    this.pushToPeersBehind();
-    this.kick();
-  }
-
-  /** DESIGN §4 item 8: a PushCommit hint to usable peers known to be behind, at most every `pushIntervalMs`. */
-  private pushToPeersBehind(): void {
-    const marks = this.store.watermarks;
-    const now = this.now();
-    const ref = create(CommitRefSchema, {
-      index: BigInt(marks.highestSynced),
-      digest: marks.highestSyncedDigest,
-    });
-    for (const p of this.peers.all()) {
-      if (!this.peers.isUsable(p, now) || p.highest >= marks.highestSynced) continue;
-      if (now - p.lastPushAt < this.options.pushIntervalMs) continue;
-      p.lastPushAt = now;
-      this.fetch.pushCommit(p, ref, marks.highestSynced);
-    }
   }
 }

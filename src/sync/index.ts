@@ -1,5 +1,6 @@
 export * from "./broadcast.js";
 export * from "./engine.js";
+export * from "./engine-config.js";
 export * from "./errors.js";
 export * from "./metrics.js";
 export * from "./network.js";
