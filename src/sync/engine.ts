@@ -3,11 +3,12 @@
  * CommitSyncer: one loop owns all state; I/O runs in tasks it spawns, whose results come back as
  * synchronous, guarded handlers that update the state and wake the loop. Nothing else mutates it.
  *
- * Each step: plan segments up to the target (`SegmentPlan`), verify fetched batches in order
- * (`checkCommitBatch`: each gets the full check once the committee and the digest it must link to
- * are known), launch height queries (`HeightRefresh`) then fetches head first (`PeerFetch`, within
- * `ByteBudget`), and apply the ready head to the store in one atomic write. Each segment moves
- * through its own state machine (`Segment`):
+ * Each step: plan segments up to the target (`SegmentPlan`), verify fetched batches in chain
+ * order (`VerifyStage`: each gets the full check once the committee and the digest it must link
+ * to are known), launch height queries (`HeightRefresh`) then fetches head first
+ * (`FetchPipeline`; every RPC through `PeerFetch`, within the `ByteBudget`), and write the ready
+ * head to the store in one atomic batch (`ApplyStage`). Each segment moves through its own state
+ * machine (`Segment`):
  *
  *   idle → fetching_commits → fetched → fetching_blocks → ready → applying
  *
@@ -325,8 +326,7 @@ export class SyncEngine {
     return this.plan.head?.firstMissingCommit() ?? this.store.watermarks.highestSynced + 1;
   }
 
-  // ---- the step ------------------------------------------------------------------------------
-
+  /** One pass of the loop: plan, verify, launch, apply (see the module doc). */
   private step(): void {
     const now = this.now();
     const marks = this.store.watermarks;
