@@ -310,7 +310,7 @@ describe("segment state machine: properties", () => {
     );
   });
 
-  test("splitting a chunk after a commit keeps the cover and cuts at that commit's last ref", () => {
+  test("splitting a chunk after a commit keeps the cover and cuts right after that commit's refs", () => {
     fc.assert(
       fc.property(refCountsArb, fc.integer({ min: 1, max: 40 }), fc.nat(), (counts, maxRefs, at) => {
         const batch = verifiedBatch(commitsOf(1, counts), [], COMMITTEE, undefined);
@@ -329,7 +329,8 @@ describe("segment state machine: properties", () => {
           cover(before.map(([offset, count]) => ({ offset: offset!, count: count!, fetching: false }))),
         );
         if (split) {
-          assert.equal(commitOfRef(batch, chunk.offset + chunk.count - 1)!.index, cutAt);
+          // Commits without refs may sit at the cut: the first part ends with the last ref at or before it.
+          assert.ok(commitOfRef(batch, chunk.offset + chunk.count - 1)!.index <= cutAt);
           assert.ok(commitOfRef(batch, chunk.offset + chunk.count)!.index > cutAt);
         } else
           assert.deepEqual(
