@@ -11,7 +11,7 @@
  * duplicated answer can never move a segment along an edge it does not have.
  *
  * Threat: every byte here came from a peer. Blocks are kept by the ref they were verified
- * against (never by arrival order), and they are matched to commits in one place, `toApplyUnits`,
+ * against (never by arrival order), and they are matched to commits in one place, `startApplying`,
  * which reads each commit's own refs: a peer cannot make us store a block under a commit that does
  * not reference it. No I/O, no clock: the engine decides, this only records.
  */
