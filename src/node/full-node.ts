@@ -17,6 +17,7 @@ import {
   type SyncNetwork,
   type SyncOptions,
 } from "../sync/index.js";
+import { nodeStatusOf } from "./admin-status.js";
 import { readCheckpoint } from "./checkpoint.js";
 import { startGossipServer, type TlsFiles } from "./gossip-server.js";
 import { startMetricsServer } from "./metrics-http.js";
@@ -166,17 +167,7 @@ export async function startFullNode(config: FullNodeConfig): Promise<FullNode> {
         feed: engine.broadcast,
         tls: serverTls,
         onPushCommit: (peer, req) => engine.onPushCommit(peer, Number(req.highestSyncedCommit)),
-        status: () => {
-          const p = engine.progress;
-          return {
-            syncState: p.phase,
-            role: "full",
-            targetCommit: BigInt(p.target),
-            peers: engine.peerStatuses(),
-            stallReason: p.stall === undefined ? "" : `${p.stall.reason}: ${p.stall.detail}`,
-            stalledSinceMs: BigInt(Math.round(p.stall?.sinceMs ?? 0)),
-          };
-        },
+        status: () => nodeStatusOf(engine.status(), "full"),
       });
       port = await server.start(config.listen);
     }

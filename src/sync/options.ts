@@ -5,6 +5,16 @@ export interface SyncOptions {
   /** Commits asked for per FetchCommits (servers cap at 100). Default 100. */
   readonly commitsPerRequest: number;
   /**
+   * Estimated size of one commit without its blocks, bytes: what a FetchCommits reserves against
+   * `maxInflightBytes` per commit asked for. Default 512.
+   */
+  readonly commitBytesEstimate: number;
+  /**
+   * A FetchCommits deadline is sized for at least this many times its reservation (or
+   * `commitAnswerBytes`, whichever is more): certifier blocks come with the commits. Default 4.
+   */
+  readonly commitAnswerHeadroom: number;
+  /**
    * Bytes a FetchCommits answer may carry, for its deadline: a server may answer past the end
    * asked for (the batch contract), so a short request can bring a long batch. Default 4 MiB
    * (servers' maxFetchResponseBytes).
@@ -12,6 +22,15 @@ export interface SyncOptions {
   readonly commitAnswerBytes: number;
   /** Refs per FetchBlocks request (servers reject more than 1000). Default 1000. */
   readonly blocksPerRequest: number;
+  /** Estimated size of a block before any is measured, bytes (FetchBlocks reservations). Default 4,096. */
+  readonly initialBlockBytesEstimate: number;
+  /** Floor of the measured block size estimate, bytes. Default 256. */
+  readonly minBlockBytesEstimate: number;
+  /**
+   * Weight of each FetchBlocks answer in the running average of block size (0..1; the rest
+   * stays with the previous estimate). Default 0.2.
+   */
+  readonly blockEstimateWeight: number;
   /** Commit batches planned ahead of the applied height. Default 32. */
   readonly maxSegmentsAhead: number;
   /** Requests in flight across all peers. Default 12. */
@@ -63,8 +82,13 @@ export interface SyncOptions {
 export const DEFAULT_SYNC_OPTIONS: SyncOptions = {
   peerQueryIntervalMs: 5_000,
   commitsPerRequest: 100,
+  commitBytesEstimate: 512,
+  commitAnswerHeadroom: 4,
   commitAnswerBytes: 4 * 1024 * 1024,
   blocksPerRequest: 1000,
+  initialBlockBytesEstimate: 4096,
+  minBlockBytesEstimate: 256,
+  blockEstimateWeight: 0.2,
   maxSegmentsAhead: 32,
   maxConcurrentRequests: 12,
   maxRequestsPerPeer: 4,

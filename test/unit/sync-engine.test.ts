@@ -22,6 +22,7 @@ import { Registry } from "prom-client";
 import { sha256, toHex, utf8Bytes } from "../../src/core/index.js";
 import type { GeneratedCommit } from "../../src/devnet/chain.js";
 import type { BlockRef, CommitRef, Committee } from "../../src/gen/dagsync/v1/types_pb.js";
+import { toPeerStatus } from "../../src/node/admin-status.js";
 import { type ApplyUnit, Store, type TrustedCheckpoint } from "../../src/store/index.js";
 import type { CommittedSubDagView } from "../../src/sync/broadcast.js";
 import type { SyncEngine } from "../../src/sync/engine.js";
@@ -108,10 +109,11 @@ async function syncToEnd(engine: SyncEngine, what = "the engine to sync to the t
   return performance.now() - started;
 }
 
+/** A peer's status as Admin/GetStatus reports it. */
 function statusOf(engine: SyncEngine, peer: string) {
   const s = engine.peerStatuses().find((p) => p.address === peer);
   assert.ok(s !== undefined, `no status for ${peer}`);
-  return s;
+  return toPeerStatus(s);
 }
 
 function assertNotBanned(engine: SyncEngine, peers: readonly string[]): void {

@@ -1,0 +1,32 @@
+/**
+ * What the sync engine is built from: the store it fills, the network and peers it fetches
+ * from, the signature verifier, and optional hooks (near-tip blocks at hand, applied blocks).
+ */
+import type { Logger } from "pino";
+import type { SignatureVerifier } from "../core/index.js";
+import type { BlockKeyRef, Store } from "../store/index.js";
+import type { SyncMetrics } from "./metrics.js";
+import type { SyncNetwork } from "./network.js";
+import type { SyncOptions } from "./options.js";
+
+export interface SyncEngineConfig {
+  readonly store: Store;
+  readonly network: SyncNetwork;
+  readonly peers: readonly string[];
+  readonly verifier: SignatureVerifier;
+  readonly log: Logger;
+  readonly options?: Partial<SyncOptions> | undefined;
+  readonly metrics?: SyncMetrics | undefined;
+  readonly now?: (() => number) | undefined;
+  readonly random?: (() => number) | undefined;
+  /**
+   * Blocks already at hand (near-tip blocks from the live channel), by digest. They are used
+   * only where a verified commit references their digest, so they need no trust.
+   */
+  readonly nearTipBlocks?: ((digest: Uint8Array) => Uint8Array | undefined) | undefined;
+  /**
+   * Called with the refs of the blocks of each applied store write and their epoch (one per
+   * write), so that a near-tip cache can drop them and what is now too old to be committed.
+   */
+  readonly onBlocksApplied?: ((refs: readonly BlockKeyRef[], epoch: number) => void) | undefined;
+}

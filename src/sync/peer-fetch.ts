@@ -1,0 +1,167 @@
+/**
+ * Every RPC the engine makes goes through here, so that each gets the same treatment:
+ * - a deadline: fetches pass the bytes they expect, from which the client sizes an adaptive
+ *   deadline; height queries have a fixed one (`heightQueryTimeoutMs`); all end on `stop()`;
+ * - a slot: a call counts against `maxRequestsPerPeer` (and, for fetches, against
+ *   `maxConcurrentRequests`) from launch until its answer is handled;
+ * - the byte budget: a fetch reserves its estimated size until it settles;
+ * - metrics and the balancer's throughput sample, on every fetch that succeeds.
+ *
+ * Threat: a slow or silent peer must not hold slots or budget for ever (the deadline frees them),
+ * and a peer cannot make its answers cost us more than the budget allows. Answers come back
+ * through `spawn`, the engine's guarded handlers: nothing here touches segment state.
+ */
+import type { Availability, BlocksResponse, CommitsResponse } from "../client/index.js";
+import type { BlockRef, CommitRef } from "../gen/dagsync/v1/types_pb.js";
+import type { ByteBudget } from "./byte-budget.js";
+import type { SyncMetrics } from "./metrics.js";
+import type { SyncNetwork } from "./network.js";
+import type { SyncOptions } from "./options.js";
+import type { PeerSet, PeerState } from "./peers.js";
+
+/** Runs an I/O task and settles it through the engine's guarded handlers. */
+export type Spawn = <T>(
+  what: string,
+  task: () => Promise<T>,
+  onOk: (value: T) => void,
+  onError: (e: unknown) => void,
+) => void;
+
+export interface PeerFetchDeps {
+  readonly network: SyncNetwork;
+  readonly peers: PeerSet;
+  readonly budget: ByteBudget;
+  readonly options: SyncOptions;
+  readonly metrics: SyncMetrics | undefined;
+  /** Aborted when the engine stops: every call in flight ends. */
+  readonly signal: AbortSignal;
+  readonly spawn: Spawn;
+}
+
+type Method = "FetchCommits" | "FetchBlocks" | "GetCommitAvailability";
+
+/** How a call is accounted: fetches reserve budget and a global slot; height queries do not. */
+interface CallSpec {
+  readonly peer: PeerState;
+  readonly method: Method;
+  /** Bytes reserved against the budget, for fetches. */
+  readonly reserve: number | undefined;
+}
+
+export class PeerFetch {
+  /** Fetches in flight across all peers. */
+  private fetches = 0;
+
+  constructor(private readonly deps: PeerFetchDeps) {}
+
+  /** A fetch may start (`maxConcurrentRequests`). */
+  hasFreeSlot(): boolean {
+    return this.fetches < this.deps.options.maxConcurrentRequests;
+  }
+
+  /** The peer may take one more call (`maxRequestsPerPeer`). */
+  peerHasFreeSlot(peer: PeerState): boolean {
+    return peer.inflight < this.deps.options.maxRequestsPerPeer;
+  }
+
+  fetchCommits(
+    peer: PeerState,
+    start: number,
+    end: number,
+    reserve: number,
+    onOk: (res: CommitsResponse) => void,
+    onError: (e: unknown) => void,
+  ): void {
+    const { options, network } = this.deps;
+    const expectedBytes = Math.max(reserve * options.commitAnswerHeadroom, options.commitAnswerBytes);
+    this.call(
+      { peer, method: "FetchCommits", reserve },
+      "FetchCommits answer",
+      (signal) => network.fetchCommits(peer.address, start, end, { signal, expectedBytes }),
+      onOk,
+      onError,
+    );
+  }
+
+  fetchBlocks(
+    peer: PeerState,
+    refs: readonly BlockRef[],
+    reserve: number,
+    onOk: (res: BlocksResponse) => void,
+    onError: (e: unknown) => void,
+  ): void {
+    this.call(
+      { peer, method: "FetchBlocks", reserve },
+      "FetchBlocks answer",
+      (signal) => this.deps.network.fetchBlocks(peer.address, refs, { signal, expectedBytes: reserve }),
+      onOk,
+      onError,
+    );
+  }
+
+  getCommitAvailability(
+    peer: PeerState,
+    onOk: (report: Availability) => void,
+    onError: (e: unknown) => void,
+  ): void {
+    const signal = AbortSignal.any([
+      this.deps.signal,
+      AbortSignal.timeout(this.deps.options.heightQueryTimeoutMs),
+    ]);
+    this.call(
+      { peer, method: "GetCommitAvailability", reserve: undefined },
+      "height answer",
+      () => this.deps.network.getCommitAvailability(peer.address, signal),
+      onOk,
+      onError,
+    );
+  }
+
+  /** A hint, fire and forget: it holds no slot and its failure means nothing. */
+  pushCommit(peer: PeerState, ref: CommitRef, highestSynced: number): void {
+    this.deps.network.pushCommit(peer.address, ref, highestSynced).catch(() => {});
+  }
+
+  private call<T>(
+    spec: CallSpec,
+    what: string,
+    task: (signal: AbortSignal) => Promise<T>,
+    onOk: (value: T) => void,
+    onError: (e: unknown) => void,
+  ): void {
+    const { peers, budget, metrics, signal, spawn } = this.deps;
+    const { peer, method, reserve } = spec;
+    peer.inflight++;
+    if (reserve !== undefined) {
+      this.fetches++;
+      budget.reserve(reserve);
+    }
+    const end = () => {
+      peer.inflight--;
+      if (reserve !== undefined) {
+        this.fetches--;
+        budget.unreserve(reserve);
+      }
+    };
+    const started = performance.now();
+    spawn(
+      what,
+      () => task(signal),
+      (value) => {
+        end();
+        const bytes = (value as { bytes?: number }).bytes;
+        if (reserve !== undefined && bytes !== undefined) {
+          const ms = performance.now() - started;
+          peers.recordSuccess(peer, bytes, ms);
+          metrics?.bytesFetched.inc({ method }, bytes);
+          metrics?.fetchSeconds.observe({ method }, ms / 1000);
+        }
+        onOk(value);
+      },
+      (e) => {
+        end();
+        onError(e);
+      },
+    );
+  }
+}
