@@ -12,9 +12,17 @@
  *   response's status from the write's callback), or when the call is cancelled: a response
  *   queued behind a slow reader is still memory.
  *
+ * - Nothing may hold a ticket for long without doing its part: the request must arrive within
+ *   `requestTimeoutMs` of the headers, and the response be written within `responseTimeoutMs` of
+ *   admission. Otherwise the call ends with DEADLINE_EXCEEDED, its ticket is given back and its
+ *   HTTP/2 stream is reset (a response stuck behind a reader that never reads is dropped).
+ *   Without these, a few calls sending headers and no body (or never reading) took the whole
+ *   server's bulk capacity for good.
+ *
  * The handler and the interceptor share the call's Metadata object (the one thing both see), so
  * the handler finds its admission under it.
  */
+import * as http2 from "node:http2";
 import * as grpc from "@grpc/grpc-js";
 import type { BulkTicket } from "./admission.js";
 import { RpcError } from "./errors.js";
@@ -33,6 +41,18 @@ interface Slot {
   admitted: Admitted | undefined;
 }
 
+export interface BulkGateTimeouts {
+  /** From the headers to the end of the request, ms. */
+  readonly requestTimeoutMs: number;
+  /** From admission to the response written, ms. */
+  readonly responseTimeoutMs: number;
+}
+
+/** grpc-js's innermost call keeps its HTTP/2 stream here (1.10–1.14); used only to reset it. */
+interface WithRawStream {
+  readonly stream?: { readonly destroyed?: boolean; close?: (code?: number) => void };
+}
+
 export class BulkGate {
   private readonly slots = new WeakMap<grpc.Metadata, Slot>();
 
@@ -40,14 +60,27 @@ export class BulkGate {
   constructor(
     private readonly paths: ReadonlySet<string>,
     private readonly admit: Admit,
+    private readonly timeouts: BulkGateTimeouts,
   ) {}
 
   readonly interceptor: grpc.ServerInterceptor = (method, call) => {
     if (!this.paths.has(method.path)) return new grpc.ServerInterceptingCall(call);
     const slot: Slot = { admitted: undefined };
+    let requestTimer: NodeJS.Timeout | undefined;
+    let responseTimer: NodeJS.Timeout | undefined;
     const end = () => {
+      clearTimeout(requestTimer);
+      clearTimeout(responseTimer);
       slot.admitted?.release();
       slot.admitted = undefined;
+    };
+    const cutOff = (details: string) => {
+      if (slot.admitted === undefined) return;
+      gated.sendStatus({ code: grpc.status.DEADLINE_EXCEEDED, details, metadata: new grpc.Metadata() });
+      // A response stuck behind a reader that never reads keeps the stream open after the status:
+      // reset it, which frees what it holds.
+      const raw = (call as unknown as WithRawStream).stream;
+      if (raw !== undefined && raw.destroyed !== true) raw.close?.(http2.constants.NGHTTP2_CANCEL);
     };
     const gated: grpc.ServerInterceptingCall = new grpc.ServerInterceptingCall(call, {
       start: (next) =>
@@ -61,7 +94,20 @@ export class BulkGate {
             }
             slot.admitted = admitted;
             this.slots.set(metadata, slot);
+            const { requestTimeoutMs, responseTimeoutMs } = this.timeouts;
+            requestTimer = setTimeout(
+              () => cutOff(`the request did not arrive within ${requestTimeoutMs} ms of its headers`),
+              requestTimeoutMs,
+            );
+            responseTimer = setTimeout(
+              () => cutOff(`the call held server capacity for ${responseTimeoutMs} ms (its bound)`),
+              responseTimeoutMs,
+            );
             pass(metadata);
+          },
+          onReceiveHalfClose: (next) => {
+            clearTimeout(requestTimer);
+            next();
           },
           // Called besides the next listener's onCancel, not instead of it.
           onCancel: end,

@@ -23,7 +23,8 @@ export function internalError(log: Logger, method: string, peer: string, e: unkn
 
 export class CallAdmission {
   private readonly quotas: Record<RpcName, Gcra>;
-  private readonly inflight: InflightLimiter;
+  /** Calls in flight per peer, bulk and light apart: bulk calls held must not lock out heights. */
+  private readonly inflight: Record<"bulk" | "light", InflightLimiter>;
   private readonly streams: InflightLimiter;
   private openStreams = 0;
   readonly bulk: BulkAdmission;
@@ -38,7 +39,10 @@ export class CallAdmission {
       new Gcra(q, options.maxTrackedPeers),
     ]);
     this.quotas = Object.fromEntries(entries) as Record<RpcName, Gcra>;
-    this.inflight = new InflightLimiter(options.maxInflightPerPeer);
+    this.inflight = {
+      bulk: new InflightLimiter(options.maxInflightPerPeer),
+      light: new InflightLimiter(options.maxInflightPerPeer),
+    };
     this.streams = new InflightLimiter(options.maxStreamsPerPeer);
     this.bulk = new BulkAdmission({
       maxBulkCalls: options.maxBulkCalls,
@@ -97,8 +101,12 @@ export class CallAdmission {
     };
   }
 
-  /** Admission for one call: quota, then in-flight cap. Returns the release function. */
-  admit(rpc: RpcName, method: string, peer: string): () => void {
+  /**
+   * Admission for one call: quota, then the in-flight cap of its kind (bulk and light calls are
+   * counted apart, so an address holding its bulk calls can still ask for heights). Returns the
+   * release function.
+   */
+  admit(rpc: RpcName, method: string, peer: string, kind: "light" | "bulk"): () => void {
     const admission = this.quotas[rpc].take(peer);
     if (!admission.ok) {
       this.metrics.rateLimited.inc({ method, reason: "rate" });
@@ -107,11 +115,11 @@ export class CallAdmission {
         admission.retryAfterMs,
       );
     }
-    const release = this.inflight.acquire(peer);
+    const release = this.inflight[kind].acquire(peer);
     if (release === undefined) {
       this.metrics.rateLimited.inc({ method, reason: "inflight" });
       throw resourceExhausted(
-        `${peer} has ${this.options.maxInflightPerPeer} requests in flight (the per-peer cap): retry when one completes`,
+        `${peer} has ${this.options.maxInflightPerPeer} ${kind} requests in flight (the per-peer cap): retry when one completes`,
         50,
       );
     }
@@ -128,7 +136,7 @@ export class CallAdmission {
     const [rpc, method] = name;
     let release: (() => void) | undefined;
     try {
-      release = this.admit(rpc, method, peer);
+      release = this.admit(rpc, method, peer, "bulk");
       const ticket = this.admitBulk(method, peer);
       const done = release;
       return {

@@ -40,6 +40,18 @@ export interface ServerOptions {
    * response is assembled. Default 64 MiB.
    */
   readonly maxServerInflightBytes: number;
+  /**
+   * A bulk call is admitted on its headers; its request must then arrive within this, or the call
+   * ends with DEADLINE_EXCEEDED and its ticket is given back (a caller sending headers and never a
+   * body would otherwise hold a ticket forever), ms. Default 5,000.
+   */
+  readonly bulkRequestTimeoutMs: number;
+  /**
+   * The most a bulk call holds its ticket, from admission until its response has been written,
+   * ms: a caller that never reads its response is cut off after this. Default 60,000 (a full
+   * 4 MiB answer at 70 KB/s).
+   */
+  readonly bulkResponseTimeoutMs: number;
   /** How long an address refused bulk work still counts for fair shares, ms. Default 1,000. */
   readonly bulkContentionWindowMs: number;
   /** Bounds of the retry-after-ms hint given to refused bulk calls, ms. Default 10 and 2,000. */
@@ -91,6 +103,8 @@ export const DEFAULT_SERVER_OPTIONS: ServerOptions = {
   maxInflightPerPeer: 32,
   maxBulkCalls: 32,
   maxServerInflightBytes: 64 * 1024 * 1024,
+  bulkRequestTimeoutMs: 5_000,
+  bulkResponseTimeoutMs: 60_000,
   bulkContentionWindowMs: 1_000,
   bulkRetryAfterMinMs: 10,
   bulkRetryAfterMaxMs: 2_000,

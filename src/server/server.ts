@@ -66,6 +66,7 @@ export class SyncServer {
     const gate = new BulkGate(
       new Set([STATE_SYNC_SERVICE.fetchCommits.path, STATE_SYNC_SERVICE.fetchBlocks.path]),
       (path, peer) => handlers!.admitBulkCall(path, peer),
+      { requestTimeoutMs: o.bulkRequestTimeoutMs, responseTimeoutMs: o.bulkResponseTimeoutMs },
     );
     this.server = new Server({
       interceptors: [gate.interceptor],

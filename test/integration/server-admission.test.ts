@@ -12,7 +12,9 @@
  *    calls free, a 9th stream is refused naming the per-peer stream cap;
  * 4. a FetchBlocks the client cancels gives its ticket back;
  * 5. subscribers stalled mid-replay do not pin the budget;
- * 6. a full server refuses a bulk call on its headers, before reading (decoding) its body.
+ * 6. a full server refuses a bulk call on its headers, before reading (decoding) its body;
+ * 7. a call that never sends its body, or never reads its answer, gives its ticket back after the
+ *    gate's timeouts, and others are served again.
  */
 import assert from "node:assert/strict";
 import * as http2 from "node:http2";
@@ -28,6 +30,7 @@ import {
   openSubscribers,
   type RunningServer,
   serveStoreDir,
+  startServer,
   waitFor,
 } from "../helpers/server.js";
 import { codeName, type Outcome, SourceClient } from "../helpers/source-client.js";
@@ -398,7 +401,7 @@ test("5. subscribers that stop reading mid-replay do not keep other addresses' b
 function rawFetchBlocks(
   port: number,
   localAddress: string,
-  body: Uint8Array,
+  body: Uint8Array | undefined,
   read: boolean,
 ): { session: http2.ClientHttp2Session; done: Promise<{ status: string; message: string }> } {
   const session = http2.connect(`http://127.0.0.1:${port}`, {
@@ -426,7 +429,8 @@ function rawFetchBlocks(
     if (read) req.on("data", () => {});
     else req.pause();
   });
-  req.end(body);
+  // Without a body the request is left open: headers sent, nothing after (a slow-loris caller).
+  if (body !== undefined) req.end(body);
   return { session, done };
 }
 
@@ -463,4 +467,64 @@ test("6. a full server refuses a bulk call before reading its body", async () =>
   judged.session.close();
   assert.equal(r.status, "3", `expected INVALID_ARGUMENT once admitted, got ${r.status}: ${r.message}`);
   assert.match(r.message, /does not decode/);
+});
+
+test("7. calls that send no body or never read their answer give their tickets back after the gate's timeouts", async () => {
+  const REQUEST_MS = 300;
+  const RESPONSE_MS = 1_000;
+  const bounded = await startServer(served.store, {
+    options: {
+      maxBulkCalls: 4,
+      bulkRequestTimeoutMs: REQUEST_MS,
+      bulkResponseTimeoutMs: RESPONSE_MS,
+    },
+  });
+  const [good] = fetchBlocksBodies(refs, REFS_PER_CALL);
+  try {
+    for (const [what, body, read] of [
+      ["headers and no body", undefined, true],
+      ["an answer never read", good!, false],
+    ] as const) {
+      const started = performance.now();
+      const holders = Array.from({ length: 4 }, () => rawFetchBlocks(bounded.port, "127.0.0.71", body, read));
+      await waitFor(
+        () => bounded.server.bulkInflight.calls === 4,
+        5_000,
+        `${what}: four calls hold every ticket (${JSON.stringify(bounded.server.bulkInflight)})`,
+      );
+      // Meanwhile the server is full for everyone else.
+      const other = new SourceClient(bounded.port, "127.0.0.72");
+      const refused = await other.fetchBlocks(refs.slice(0, 10));
+      other.close();
+      assert.equal(
+        refused.code,
+        Code.ResourceExhausted,
+        `${what}: ${codeName(refused.code)} ${refused.message}`,
+      );
+      await waitFor(
+        () => bounded.server.bulkInflight.calls === 0 && bounded.server.bulkInflight.bytes === 0,
+        5_000,
+        `${what}: the tickets come back (${JSON.stringify(bounded.server.bulkInflight)})`,
+      );
+      const heldMs = performance.now() - started;
+      const bound = body === undefined ? REQUEST_MS : RESPONSE_MS;
+      assert.ok(
+        heldMs >= bound * 0.9,
+        `${what}: released after ${heldMs.toFixed(0)} ms, before its bound ${bound}`,
+      );
+      const ended = await Promise.all(holders.map((h) => h.done));
+      for (const e of ended)
+        if (body === undefined) {
+          assert.equal(e.status, "4", `${what}: expected DEADLINE_EXCEEDED, got ${e.status}: ${e.message}`);
+          assert.match(e.message, /did not arrive within 300 ms/);
+        }
+      for (const h of holders) h.session.destroy();
+      const client = new SourceClient(bounded.port, "127.0.0.72");
+      const ok = await client.fetchBlocks(refs.slice(0, 10));
+      client.close();
+      assert.equal(ok.code, "OK", `${what}: served again: ${ok.message}`);
+    }
+  } finally {
+    await bounded.stop();
+  }
 });

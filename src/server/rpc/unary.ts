@@ -37,7 +37,7 @@ export function unary<T>(
     let release: (() => void) | undefined;
     let ticket: BulkTicket | undefined = gated?.ticket;
     (async () => {
-      if (gated === undefined) release = admission.admit(rpc, method, peer);
+      if (gated === undefined) release = admission.admit(rpc, method, peer, kind);
       const decoded = call.request;
       if (!decoded.ok) throw invalidArgument(decoded.error);
       if (kind === "bulk" && gated === undefined) ticket = admission.admitBulk(method, peer);
