@@ -28,6 +28,8 @@ import {
   WireCommittedSubDagSchema,
   WireFetchBlocksResponseSchema,
   WireFetchCommitsResponseSchema,
+  WireGetKnownPeersRequestSchema,
+  WireGetKnownPeersResponseSchema,
 } from "../gen/dagsync/wire/v1/wire_pb.js";
 import { PeerError } from "./errors.js";
 import { adaptiveTimeoutMs, DEFAULT_PEER_CLIENT_OPTIONS, type PeerClientOptions } from "./options.js";
@@ -51,6 +53,22 @@ export interface BlocksResponse {
   readonly blocks: Uint8Array[];
   readonly bytes: number;
 }
+
+/**
+ * A GetKnownPeers answer as raw encoded SignedNodeInfo entries, exactly as received: nothing in it
+ * is validated yet (the peer book applies DESIGN §9's rules to each entry).
+ */
+export interface KnownPeersAnswer {
+  /** The peer's own signed info; undefined when it does not advertise. */
+  readonly self: Uint8Array | undefined;
+  readonly peers: Uint8Array[];
+}
+
+/** GetKnownPeers sending the caller's SignedNodeInfo as the bytes it was signed as (wire twin). */
+const GET_KNOWN_PEERS_RAW_INPUT = {
+  ...StateSync.method.getKnownPeers,
+  input: WireGetKnownPeersRequestSchema,
+} as DescMethod;
 
 export interface CallOptions {
   readonly signal?: AbortSignal | undefined;
@@ -227,6 +245,21 @@ export class PeerClient {
       call,
       this.options.smallCallTimeoutMs,
     );
+  }
+
+  /**
+   * Peer exchange (DESIGN §9): the peer's own signed info and the signed infos it knows, raw.
+   * `caller`, this node's encoded SignedNodeInfo, introduces it to the peer (optional).
+   */
+  async getKnownPeers(caller?: Uint8Array, call: CallOptions = {}): Promise<KnownPeersAnswer> {
+    const m = await this.unary(
+      GET_KNOWN_PEERS_RAW_INPUT,
+      WireGetKnownPeersResponseSchema,
+      { caller: caller ?? new Uint8Array(0) },
+      call,
+      this.options.smallCallTimeoutMs,
+    );
+    return { self: m.self.length === 0 ? undefined : m.self, peers: m.peers };
   }
 
   async getStatus(call: CallOptions = {}): Promise<GetStatusResponse> {

@@ -4,6 +4,7 @@ export * from "./digest.js";
 export * from "./errors.js";
 export * from "./gcra.js";
 export * from "./genesis.js";
+export * from "./node-info.js";
 export * from "./refs.js";
 export * from "./types.js";
 export * from "./verify.js";

@@ -25,8 +25,12 @@ export interface ServerOptions {
     readonly fetchBlocks: RateQuota;
     readonly pushCommit: RateQuota;
     readonly subscribeCommits: RateQuota;
+    /** Peer exchange (DESIGN §9): a node asks one peer every 5 s and each new peer once. */
+    readonly getKnownPeers: RateQuota;
     readonly admin: RateQuota;
   };
+  /** Most peer entries in one GetKnownPeers answer (DESIGN §9; receivers ignore the rest). Default 200. */
+  readonly maxKnownPeersPerAnswer: number;
   /** Requests in flight per peer (remote IP) before RESOURCE_EXHAUSTED; streams count apart. Default 32. */
   readonly maxInflightPerPeer: number;
   /**
@@ -98,8 +102,10 @@ export const DEFAULT_SERVER_OPTIONS: ServerOptions = {
     fetchBlocks: { perSecond: 500, burst: 1000 },
     pushCommit: { perSecond: 20, burst: 40 },
     subscribeCommits: { perSecond: 2, burst: 10 },
+    getKnownPeers: { perSecond: 1, burst: 10 },
     admin: { perSecond: 20, burst: 40 },
   },
+  maxKnownPeersPerAnswer: 200,
   maxInflightPerPeer: 32,
   maxBulkCalls: 32,
   maxServerInflightBytes: 64 * 1024 * 1024,

@@ -16,6 +16,7 @@ import { SessionLimit } from "./session-limit.js";
 import {
   ADMIN_SERVICE,
   type CommitFeed,
+  type DiscoveryDeps,
   type NodeStatus,
   STATE_SYNC_SERVICE,
   StateSyncHandlers,
@@ -36,6 +37,8 @@ export interface SyncServerConfig {
   readonly feed?: CommitFeed | undefined;
   readonly onPushCommit?: ((peer: string, request: PushCommitRequest) => void) | undefined;
   readonly status?: (() => NodeStatus) | undefined;
+  /** Peer exchange: what GetKnownPeers serves and where callers' infos go (DiscoveryDeps). */
+  readonly discovery?: DiscoveryDeps | undefined;
   /** TLS: PEM certificate chain and key; without them the server speaks plaintext HTTP/2. */
   readonly tls?:
     | { readonly cert: Buffer; readonly key: Buffer; readonly ca?: Buffer | undefined }
@@ -87,6 +90,7 @@ export class SyncServer {
       feed: config.feed,
       onPushCommit: config.onPushCommit,
       status: config.status,
+      discovery: config.discovery,
       gate,
     });
     this.handlers = handlers;

@@ -7,6 +7,7 @@ import {
   PushCommitRequestSchema,
   SubscribeCommitsRequestSchema,
 } from "../gen/dagsync/v1/sync_pb.js";
+import { WireGetKnownPeersRequestSchema } from "../gen/dagsync/wire/v1/wire_pb.js";
 import { rawMethod } from "./codec.js";
 import type { ServerOptions } from "./options.js";
 
@@ -24,6 +25,8 @@ export const STATE_SYNC_SERVICE = {
   subscribeCommits: rawMethod("/dagsync.v1.StateSync/SubscribeCommits", SubscribeCommitsRequestSchema, {
     responseStream: true,
   }),
+  // The caller's SignedNodeInfo is kept as the bytes it was signed as (wire twin).
+  getKnownPeers: rawMethod("/dagsync.v1.StateSync/GetKnownPeers", WireGetKnownPeersRequestSchema),
 };
 
 export const ADMIN_SERVICE = {

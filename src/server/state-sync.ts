@@ -20,11 +20,12 @@ import type { RpcContext, StateSyncDeps } from "./rpc/context.js";
 import { fetchBlocks } from "./rpc/fetch-blocks.js";
 import { fetchCommits } from "./rpc/fetch-commits.js";
 import { getCommitAvailability } from "./rpc/get-commit-availability.js";
+import { getKnownPeers } from "./rpc/get-known-peers.js";
 import { getStatus } from "./rpc/get-status.js";
 import { pushCommit } from "./rpc/push-commit.js";
 import { subscribeCommits } from "./rpc/subscribe-commits.js";
 
-export type { CommitFeed, NodeStatus, StateSyncDeps } from "./rpc/context.js";
+export type { CommitFeed, DiscoveryDeps, NodeStatus, StateSyncDeps } from "./rpc/context.js";
 export { ADMIN_SERVICE, STATE_SYNC_SERVICE } from "./services.js";
 
 export class StateSyncHandlers {
@@ -34,6 +35,7 @@ export class StateSyncHandlers {
   readonly fetchBlocks;
   readonly pushCommit;
   readonly subscribeCommits;
+  readonly getKnownPeers;
   readonly getStatus;
 
   constructor(deps: StateSyncDeps) {
@@ -48,6 +50,7 @@ export class StateSyncHandlers {
     this.fetchBlocks = fetchBlocks(ctx);
     this.pushCommit = pushCommit(ctx);
     this.subscribeCommits = subscribeCommits(ctx);
+    this.getKnownPeers = getKnownPeers(ctx);
     this.getStatus = getStatus(ctx);
   }
 

@@ -9,6 +9,7 @@
  * | chain    | committees   | epoch (u64 BE)                 | Committee                              |
  * | chain    | epoch_ends   | epoch (u64 BE)                 | index of the epoch's last commit (u64 BE) |
  * | chain    | meta         | name (UTF-8)                   | genesis bytes, watermarks              |
+ * | chain    | peers        | "known" (UTF-8)                | the known peer set (StoredKnownPeers, src/discovery) |
  * | blocks   | (none)       | round, author (u32 BE), digest | SignedBlock, canonical bytes           |
  *
  * Values are the bytes as received, so serving is a read and a copy.
@@ -140,6 +141,9 @@ function decodeWatermarks(bytes: Bytes): Watermarks {
 
 const utf8 = new TextEncoder();
 
+/** The one key of the `peers` table. */
+const KNOWN_PEERS_KEY = "known";
+
 export class Store {
   private constructor(
     readonly path: string,
@@ -151,6 +155,7 @@ export class Store {
       committees: Table;
       epochEnds: Table;
       meta: Table;
+      peers: Table;
     },
     readonly genesis: GenesisEntry,
     private marks: Watermarks,
@@ -194,6 +199,7 @@ export class Store {
         committees: openTable(db, "committees"),
         epochEnds: openTable(db, "epoch_ends"),
         meta: openTable(db, "meta"),
+        peers: openTable(db, "peers"),
       };
       const storedGenesis = await tables.meta.get(utf8.encode(META.genesis));
       if (storedGenesis === undefined) {
@@ -484,6 +490,19 @@ export class Store {
     });
     await this.db.batch(ops);
     this.marks = marks;
+  }
+
+  /**
+   * Replaces the stored known peer set (DESIGN §9) with `bytes`, atomically (one put): opaque
+   * here, encoded and validated by src/discovery. Apart from the chain data and its watermarks.
+   */
+  async putKnownPeers(bytes: Bytes): Promise<void> {
+    await this.tables.peers.put(utf8.encode(KNOWN_PEERS_KEY), bytes);
+  }
+
+  /** The stored known peer set, or undefined when none was stored. */
+  async getKnownPeers(): Promise<Bytes | undefined> {
+    return this.tables.peers.get(utf8.encode(KNOWN_PEERS_KEY));
   }
 
   async close(): Promise<void> {

@@ -71,6 +71,7 @@ export type Method =
   | "FetchBlocks"
   | "PushCommit"
   | "SubscribeCommits"
+  | "GetKnownPeers"
   | "GetStatus";
 
 /** Per epoch, by author index: the protocol keys of that epoch's committee (DevnetChain.keysByEpoch). */
@@ -121,6 +122,7 @@ export class Adversary {
       FetchBlocks: 0,
       PushCommit: 0,
       SubscribeCommits: 0,
+      GetKnownPeers: 0,
       GetStatus: 0,
     },
     corrupted: 0,
@@ -170,6 +172,8 @@ export class Adversary {
           ? this.stall("FetchBlocks")
           : this.wrap("FetchBlocks", h.fetchBlocks as UnaryHandler, async (b) => this.blocks(b)),
       pushCommit: this.wrap("PushCommit", h.pushCommit as UnaryHandler, honestly),
+      // No discovery deps: an honest, empty answer.
+      getKnownPeers: this.wrap("GetKnownPeers", h.getKnownPeers as UnaryHandler, honestly),
       subscribeCommits: (...args: Parameters<StateSyncHandlers["subscribeCommits"]>) => {
         this.stats.calls.SubscribeCommits++;
         h.subscribeCommits(...args);

@@ -5,7 +5,9 @@
  *     through server reflection and calls methods with JSON.
  * (b) Python grpcio (Debian's python3-grpcio, /usr/bin/python3) discovers the schema through
  *     reflection alone (test/interop/reflect_fetch.py) and fetches commits; re-serializing the
- *     decoded commits must reproduce their canonical bytes.
+ *     decoded commits must reproduce their canonical bytes. It also exchanges signed NodeInfo
+ *     through GetKnownPeers (test/interop/known_peers.py), each side verifying the other's
+ *     signatures (DESIGN §9).
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -13,7 +15,16 @@ import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { toJson } from "@bufbuild/protobuf";
-import { decodeStrict, fromHex, parseCommit, parseSignedBlock, sha256, toHex } from "../../src/core/index.js";
+import {
+  decodeStrict,
+  fromHex,
+  parseCommit,
+  parseSignedBlock,
+  sha256,
+  toHex,
+  validateSignedNodeInfo,
+} from "../../src/core/index.js";
+import { Ed25519Signer, NativeVerifier, signNodeInfo } from "../../src/crypto/index.js";
 import { BlockSchema } from "../../src/gen/dagsync/v1/types_pb.js";
 import { type DevnetFixture, makeDevnet, type RunningServer, serveStoreDir } from "../helpers/server.js";
 
@@ -22,6 +33,11 @@ const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const BUF = `${ROOT}node_modules/.bin/buf`;
 const PYTHON = "/usr/bin/python3";
 const REFLECT_FETCH = `${ROOT}test/interop/reflect_fetch.py`;
+const KNOWN_PEERS = `${ROOT}test/interop/known_peers.py`;
+const NODE_KEY = new Ed25519Signer(new Uint8Array(32).fill(0x21));
+const PEER_KEY = new Ed25519Signer(new Uint8Array(32).fill(0x22));
+/** Callers' SignedNodeInfo handed on by GetKnownPeers. */
+const callers: Uint8Array[] = [];
 const COMMITS_PER_EPOCH = 50;
 const HIGHEST = 2 * COMMITS_PER_EPOCH;
 
@@ -36,7 +52,20 @@ before(async () => {
     txBytes: 64,
     seed: 21,
   });
-  srv = await serveStoreDir(fx.storePath(0));
+  const chainId = fx.summary.chainId;
+  const peer = signNodeInfo(PEER_KEY, chainId, { syncAddress: "10.9.9.9:9100", timestampMs: Date.now() });
+  srv = await serveStoreDir(fx.storePath(0), {
+    discovery: {
+      self: () =>
+        signNodeInfo(NODE_KEY, chainId, {
+          syncAddress: srv.address,
+          gossipAddress: "127.0.0.1:9101",
+          timestampMs: Date.now(),
+        }),
+      peers: () => [peer],
+      onCaller: (_, bytes) => callers.push(bytes),
+    },
+  });
 });
 
 after(async () => {
@@ -71,6 +100,7 @@ describe("buf curl", () => {
       "dagsync.v1.StateSync/FetchBlocks",
       "dagsync.v1.StateSync/PushCommit",
       "dagsync.v1.StateSync/SubscribeCommits",
+      "dagsync.v1.StateSync/GetKnownPeers",
       "dagsync.v1.Admin/GetStatus",
       "grpc.health.v1.Health/Check",
     ])
@@ -145,6 +175,25 @@ describe("buf curl", () => {
     assert.equal(s.chainId, fx.summary.chainId);
     assert.equal(s.highestSyncedCommit, String(HIGHEST));
     assert.equal(s.syncState, "serving");
+  });
+
+  test("GetKnownPeers as JSON: NodeInfo fields by their DESIGN §9 names", async () => {
+    const a = JSON.parse(await bufCurl(url("dagsync.v1.StateSync/GetKnownPeers"))) as {
+      self: { info: Record<string, string>; signature: string };
+      peers: { info: Record<string, string> }[];
+    };
+    assert.equal(
+      Buffer.from(a.self.info.networkKey ?? "", "base64").toString("hex"),
+      toHex(NODE_KEY.publicKey),
+    );
+    assert.equal(a.self.info.syncAddress, srv.address);
+    assert.equal(a.self.info.gossipAddress, "127.0.0.1:9101");
+    assert.match(a.self.info.timestampMs ?? "", /^\d+$/);
+    assert.equal(Buffer.from(a.self.signature, "base64").length, 64);
+    assert.deepEqual(
+      a.peers.map((p) => p.info.syncAddress),
+      ["10.9.9.9:9100"],
+    );
   });
 
   test("health Check says SERVING, overall and per service", async () => {
@@ -230,6 +279,47 @@ describe("python grpcio through reflection only", () => {
       assert.deepEqual(out.commit_sha256, await storedDigests(1, 5));
       assert.ok(out.certifier_blocks >= 3);
     });
+
+  test("GetKnownPeers: each side verifies the other's signed NodeInfo", async (t) => {
+    if (pythonGrpc === undefined) {
+      noPython(t);
+      return;
+    }
+    const seed = "33".repeat(32);
+    const before = callers.length;
+    const { stdout } = await run(
+      PYTHON,
+      [KNOWN_PEERS, srv.address, fx.summary.chainId, seed, "127.0.0.1:9300"],
+      { timeout: 60_000 },
+    );
+    interface Described {
+      network_key: string;
+      sync_address: string;
+      gossip_address: string;
+      timestamp_ms: number;
+      verified: boolean;
+    }
+    const out = JSON.parse(stdout) as { self: Described | null; peers: Described[]; caller_key: string };
+    // Python verified ours.
+    assert.equal(out.self?.network_key, toHex(NODE_KEY.publicKey));
+    assert.equal(out.self?.sync_address, srv.address);
+    assert.equal(out.self?.verified, true);
+    assert.deepEqual(
+      out.peers.map((p) => [p.network_key, p.sync_address, p.verified]),
+      [[toHex(PEER_KEY.publicKey), "10.9.9.9:9100", true]],
+    );
+    // And ours verifies Python's: its caller info, signed by Python, reached onCaller.
+    assert.equal(callers.length, before + 1);
+    const v = validateSignedNodeInfo(callers.at(-1)!, {
+      chainId: fx.summary.chainId,
+      verifier: new NativeVerifier(),
+      nowMs: Date.now(),
+    });
+    assert.ok(v.ok, v.ok ? "" : v.detail);
+    assert.equal(toHex(v.entry.networkKey), out.caller_key);
+    assert.equal(v.entry.syncAddress, "127.0.0.1:9300");
+    assert.equal(v.entry.gossipAddress, "");
+  });
 
   test("a batch across an epoch boundary ends at the end_of_epoch commit, digests match", async (t) => {
     if (pythonGrpc === undefined) {

@@ -32,6 +32,24 @@ export interface StateSyncDeps {
    * is written (bulk-gate.ts); without it the handlers admit them, after decoding.
    */
   readonly gate?: BulkGate | undefined;
+  /** Peer exchange (GetKnownPeers); without it the RPC answers an empty list. */
+  readonly discovery?: DiscoveryDeps | undefined;
+}
+
+/**
+ * What GetKnownPeers serves, provided by whoever owns the known set (src/discovery, wired by
+ * node): the server never imports discovery. Entries are encoded SignedNodeInfo, as received.
+ */
+export interface DiscoveryDeps {
+  /** This node's current signed info, or undefined when it does not advertise. */
+  readonly self?: (() => Uint8Array | undefined) | undefined;
+  /** Up to `limit` signed infos of known peers. */
+  readonly peers?: ((limit: number) => readonly Uint8Array[]) | undefined;
+  /**
+   * A caller introduced itself (GetKnownPeersRequest.caller): its encoded SignedNodeInfo, not
+   * validated here; the receiver applies DESIGN §9's rules. `peer` is the remote address.
+   */
+  readonly onCaller?: ((peer: string, signedInfo: Uint8Array) => void) | undefined;
 }
 
 /** What the node adds to Admin/GetStatus beyond the store's watermarks. */

@@ -6,7 +6,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { BlockRef, Commit, CommitRef, CommittedSubDagSchema, SignedBlock } from "./types_pb.js";
+import type { BlockRef, Commit, CommitRef, CommittedSubDagSchema, SignedBlock, SignedNodeInfo } from "./types_pb.js";
 import { file_dagsync_v1_types } from "./types_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dagsync/v1/sync.proto.
  */
 export const file_dagsync_v1_sync: GenFile = /*@__PURE__*/
-  fileDesc("ChVkYWdzeW5jL3YxL3N5bmMucHJvdG8SCmRhZ3N5bmMudjEiHgocR2V0Q29tbWl0QXZhaWxhYmlsaXR5UmVxdWVzdCKlAQodR2V0Q29tbWl0QXZhaWxhYmlsaXR5UmVzcG9uc2USHQoVaGlnaGVzdF9zeW5jZWRfY29tbWl0GAEgASgEEh8KF2xvd2VzdF9hdmFpbGFibGVfY29tbWl0GAIgASgEEg0KBWVwb2NoGAMgASgEEhYKDmdlbmVzaXNfZGlnZXN0GAQgASgMEh0KFWhpZ2hlc3RfY29tbWl0X2RpZ2VzdBgFIAEoDCIxChNGZXRjaENvbW1pdHNSZXF1ZXN0Eg0KBXN0YXJ0GAEgASgEEgsKA2VuZBgCIAEoBCJuChRGZXRjaENvbW1pdHNSZXNwb25zZRIjCgdjb21taXRzGAEgAygLMhIuZGFnc3luYy52MS5Db21taXQSMQoQY2VydGlmaWVyX2Jsb2NrcxgCIAMoCzIXLmRhZ3N5bmMudjEuU2lnbmVkQmxvY2siOAoSRmV0Y2hCbG9ja3NSZXF1ZXN0EiIKBHJlZnMYASADKAsyFC5kYWdzeW5jLnYxLkJsb2NrUmVmIj4KE0ZldGNoQmxvY2tzUmVzcG9uc2USJwoGYmxvY2tzGAEgAygLMhcuZGFnc3luYy52MS5TaWduZWRCbG9jayJZChFQdXNoQ29tbWl0UmVxdWVzdBIlCgZjb21taXQYASABKAsyFS5kYWdzeW5jLnYxLkNvbW1pdFJlZhIdChVoaWdoZXN0X3N5bmNlZF9jb21taXQYAiABKAQiFAoSUHVzaENvbW1pdFJlc3BvbnNlIigKF1N1YnNjcmliZUNvbW1pdHNSZXF1ZXN0Eg0KBXN0YXJ0GAEgASgEMsEDCglTdGF0ZVN5bmMSbAoVR2V0Q29tbWl0QXZhaWxhYmlsaXR5EiguZGFnc3luYy52MS5HZXRDb21taXRBdmFpbGFiaWxpdHlSZXF1ZXN0GikuZGFnc3luYy52MS5HZXRDb21taXRBdmFpbGFiaWxpdHlSZXNwb25zZRJRCgxGZXRjaENvbW1pdHMSHy5kYWdzeW5jLnYxLkZldGNoQ29tbWl0c1JlcXVlc3QaIC5kYWdzeW5jLnYxLkZldGNoQ29tbWl0c1Jlc3BvbnNlEk4KC0ZldGNoQmxvY2tzEh4uZGFnc3luYy52MS5GZXRjaEJsb2Nrc1JlcXVlc3QaHy5kYWdzeW5jLnYxLkZldGNoQmxvY2tzUmVzcG9uc2USSwoKUHVzaENvbW1pdBIdLmRhZ3N5bmMudjEuUHVzaENvbW1pdFJlcXVlc3QaHi5kYWdzeW5jLnYxLlB1c2hDb21taXRSZXNwb25zZRJWChBTdWJzY3JpYmVDb21taXRzEiMuZGFnc3luYy52MS5TdWJzY3JpYmVDb21taXRzUmVxdWVzdBobLmRhZ3N5bmMudjEuQ29tbWl0dGVkU3ViRGFnMAFiBnByb3RvMw", [file_dagsync_v1_types]);
+  fileDesc("ChVkYWdzeW5jL3YxL3N5bmMucHJvdG8SCmRhZ3N5bmMudjEiHgocR2V0Q29tbWl0QXZhaWxhYmlsaXR5UmVxdWVzdCKlAQodR2V0Q29tbWl0QXZhaWxhYmlsaXR5UmVzcG9uc2USHQoVaGlnaGVzdF9zeW5jZWRfY29tbWl0GAEgASgEEh8KF2xvd2VzdF9hdmFpbGFibGVfY29tbWl0GAIgASgEEg0KBWVwb2NoGAMgASgEEhYKDmdlbmVzaXNfZGlnZXN0GAQgASgMEh0KFWhpZ2hlc3RfY29tbWl0X2RpZ2VzdBgFIAEoDCIxChNGZXRjaENvbW1pdHNSZXF1ZXN0Eg0KBXN0YXJ0GAEgASgEEgsKA2VuZBgCIAEoBCJuChRGZXRjaENvbW1pdHNSZXNwb25zZRIjCgdjb21taXRzGAEgAygLMhIuZGFnc3luYy52MS5Db21taXQSMQoQY2VydGlmaWVyX2Jsb2NrcxgCIAMoCzIXLmRhZ3N5bmMudjEuU2lnbmVkQmxvY2siOAoSRmV0Y2hCbG9ja3NSZXF1ZXN0EiIKBHJlZnMYASADKAsyFC5kYWdzeW5jLnYxLkJsb2NrUmVmIj4KE0ZldGNoQmxvY2tzUmVzcG9uc2USJwoGYmxvY2tzGAEgAygLMhcuZGFnc3luYy52MS5TaWduZWRCbG9jayJZChFQdXNoQ29tbWl0UmVxdWVzdBIlCgZjb21taXQYASABKAsyFS5kYWdzeW5jLnYxLkNvbW1pdFJlZhIdChVoaWdoZXN0X3N5bmNlZF9jb21taXQYAiABKAQiFAoSUHVzaENvbW1pdFJlc3BvbnNlIigKF1N1YnNjcmliZUNvbW1pdHNSZXF1ZXN0Eg0KBXN0YXJ0GAEgASgEIkIKFEdldEtub3duUGVlcnNSZXF1ZXN0EioKBmNhbGxlchgBIAEoCzIaLmRhZ3N5bmMudjEuU2lnbmVkTm9kZUluZm8ibAoVR2V0S25vd25QZWVyc1Jlc3BvbnNlEigKBHNlbGYYASABKAsyGi5kYWdzeW5jLnYxLlNpZ25lZE5vZGVJbmZvEikKBXBlZXJzGAIgAygLMhouZGFnc3luYy52MS5TaWduZWROb2RlSW5mbzKXBAoJU3RhdGVTeW5jEmwKFUdldENvbW1pdEF2YWlsYWJpbGl0eRIoLmRhZ3N5bmMudjEuR2V0Q29tbWl0QXZhaWxhYmlsaXR5UmVxdWVzdBopLmRhZ3N5bmMudjEuR2V0Q29tbWl0QXZhaWxhYmlsaXR5UmVzcG9uc2USUQoMRmV0Y2hDb21taXRzEh8uZGFnc3luYy52MS5GZXRjaENvbW1pdHNSZXF1ZXN0GiAuZGFnc3luYy52MS5GZXRjaENvbW1pdHNSZXNwb25zZRJOCgtGZXRjaEJsb2NrcxIeLmRhZ3N5bmMudjEuRmV0Y2hCbG9ja3NSZXF1ZXN0Gh8uZGFnc3luYy52MS5GZXRjaEJsb2Nrc1Jlc3BvbnNlEksKClB1c2hDb21taXQSHS5kYWdzeW5jLnYxLlB1c2hDb21taXRSZXF1ZXN0Gh4uZGFnc3luYy52MS5QdXNoQ29tbWl0UmVzcG9uc2USVgoQU3Vic2NyaWJlQ29tbWl0cxIjLmRhZ3N5bmMudjEuU3Vic2NyaWJlQ29tbWl0c1JlcXVlc3QaGy5kYWdzeW5jLnYxLkNvbW1pdHRlZFN1YkRhZzABElQKDUdldEtub3duUGVlcnMSIC5kYWdzeW5jLnYxLkdldEtub3duUGVlcnNSZXF1ZXN0GiEuZGFnc3luYy52MS5HZXRLbm93blBlZXJzUmVzcG9uc2ViBnByb3RvMw", [file_dagsync_v1_types]);
 
 /**
  * Empty.
@@ -244,6 +244,55 @@ export const SubscribeCommitsRequestSchema: GenMessage<SubscribeCommitsRequest> 
   messageDesc(file_dagsync_v1_sync, 8);
 
 /**
+ * Optionally introduces the caller.
+ *
+ * @generated from message dagsync.v1.GetKnownPeersRequest
+ */
+export type GetKnownPeersRequest = Message<"dagsync.v1.GetKnownPeersRequest"> & {
+  /**
+   * The caller's signed info, when it advertises: lets a listener learn a dialer. Optional.
+   *
+   * @generated from field: dagsync.v1.SignedNodeInfo caller = 1;
+   */
+  caller?: SignedNodeInfo | undefined;
+};
+
+/**
+ * Describes the message dagsync.v1.GetKnownPeersRequest.
+ * Use `create(GetKnownPeersRequestSchema)` to create a new message.
+ */
+export const GetKnownPeersRequestSchema: GenMessage<GetKnownPeersRequest> = /*@__PURE__*/
+  messageDesc(file_dagsync_v1_sync, 9);
+
+/**
+ * Signed infos; each is validated by the receiver (signature, timestamp, addresses).
+ *
+ * @generated from message dagsync.v1.GetKnownPeersResponse
+ */
+export type GetKnownPeersResponse = Message<"dagsync.v1.GetKnownPeersResponse"> & {
+  /**
+   * This node's own signed info; absent when it does not advertise.
+   *
+   * @generated from field: dagsync.v1.SignedNodeInfo self = 1;
+   */
+  self?: SignedNodeInfo | undefined;
+
+  /**
+   * Up to 200 peers this node knows.
+   *
+   * @generated from field: repeated dagsync.v1.SignedNodeInfo peers = 2;
+   */
+  peers: SignedNodeInfo[];
+};
+
+/**
+ * Describes the message dagsync.v1.GetKnownPeersResponse.
+ * Use `create(GetKnownPeersResponseSchema)` to create a new message.
+ */
+export const GetKnownPeersResponseSchema: GenMessage<GetKnownPeersResponse> = /*@__PURE__*/
+  messageDesc(file_dagsync_v1_sync, 10);
+
+/**
  * Serves verified commits and the blocks they commit from a node's store.
  *
  * @generated from service dagsync.v1.StateSync
@@ -304,6 +353,17 @@ export const StateSync: GenService<{
     methodKind: "server_streaming";
     input: typeof SubscribeCommitsRequestSchema;
     output: typeof CommittedSubDagSchema;
+  },
+  /**
+   * Peer exchange (DESIGN.md §9): this node's signed info, when it advertises, and up to 200
+   * signed infos of peers it knows. Receivers validate every entry. Rate-limited per address.
+   *
+   * @generated from rpc dagsync.v1.StateSync.GetKnownPeers
+   */
+  getKnownPeers: {
+    methodKind: "unary";
+    input: typeof GetKnownPeersRequestSchema;
+    output: typeof GetKnownPeersResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_dagsync_v1_sync, 0);

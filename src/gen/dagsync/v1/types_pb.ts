@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dagsync/v1/types.proto.
  */
 export const file_dagsync_v1_types: GenFile = /*@__PURE__*/
-  fileDesc("ChZkYWdzeW5jL3YxL3R5cGVzLnByb3RvEgpkYWdzeW5jLnYxIjkKCEJsb2NrUmVmEg0KBXJvdW5kGAEgASgNEg4KBmF1dGhvchgCIAEoDRIOCgZkaWdlc3QYAyABKAwiKgoJQ29tbWl0UmVmEg0KBWluZGV4GAEgASgEEg4KBmRpZ2VzdBgCIAEoDCK3AQoFQmxvY2sSDQoFZXBvY2gYASABKAQSDQoFcm91bmQYAiABKA0SDgoGYXV0aG9yGAMgASgNEhQKDHRpbWVzdGFtcF9tcxgEIAEoBBInCglhbmNlc3RvcnMYBSADKAsyFC5kYWdzeW5jLnYxLkJsb2NrUmVmEhQKDHRyYW5zYWN0aW9ucxgGIAMoDBIrCgxjb21taXRfdm90ZXMYByADKAsyFS5kYWdzeW5jLnYxLkNvbW1pdFJlZiJCCgtTaWduZWRCbG9jaxIgCgVibG9jaxgBIAEoCzIRLmRhZ3N5bmMudjEuQmxvY2sSEQoJc2lnbmF0dXJlGAIgASgMIs8BCgZDb21taXQSDQoFaW5kZXgYASABKAQSDQoFZXBvY2gYAiABKAQSFwoPcHJldmlvdXNfZGlnZXN0GAMgASgMEhQKDHRpbWVzdGFtcF9tcxgEIAEoBBIkCgZsZWFkZXIYBSABKAsyFC5kYWdzeW5jLnYxLkJsb2NrUmVmEiQKBmJsb2NrcxgGIAMoCzIULmRhZ3N5bmMudjEuQmxvY2tSZWYSLAoMZW5kX29mX2Vwb2NoGAcgASgLMhYuZGFnc3luYy52MS5FbmRPZkVwb2NoIjsKCkVuZE9mRXBvY2gSLQoObmV4dF9jb21taXR0ZWUYASABKAsyFS5kYWdzeW5jLnYxLkNvbW1pdHRlZSJzCglWYWxpZGF0b3ISFAoMcHJvdG9jb2xfa2V5GAEgASgMEhMKC25ldHdvcmtfa2V5GAIgASgMEg0KBXN0YWtlGAMgASgEEhQKDHN5bmNfYWRkcmVzcxgEIAEoCRIWCg5nb3NzaXBfYWRkcmVzcxgFIAEoCSJFCglDb21taXR0ZWUSDQoFZXBvY2gYASABKAQSKQoKdmFsaWRhdG9ycxgCIAMoCzIVLmRhZ3N5bmMudjEuVmFsaWRhdG9yIlsKB0dlbmVzaXMSEAoIY2hhaW5faWQYASABKAkSFAoMdGltZXN0YW1wX21zGAIgASgEEigKCWNvbW1pdHRlZRgDIAEoCzIVLmRhZ3N5bmMudjEuQ29tbWl0dGVlIl4KD0NvbW1pdHRlZFN1YkRhZxIiCgZjb21taXQYASABKAsyEi5kYWdzeW5jLnYxLkNvbW1pdBInCgZibG9ja3MYAiADKAsyFy5kYWdzeW5jLnYxLlNpZ25lZEJsb2NrYgZwcm90bzM");
+  fileDesc("ChZkYWdzeW5jL3YxL3R5cGVzLnByb3RvEgpkYWdzeW5jLnYxIjkKCEJsb2NrUmVmEg0KBXJvdW5kGAEgASgNEg4KBmF1dGhvchgCIAEoDRIOCgZkaWdlc3QYAyABKAwiKgoJQ29tbWl0UmVmEg0KBWluZGV4GAEgASgEEg4KBmRpZ2VzdBgCIAEoDCK3AQoFQmxvY2sSDQoFZXBvY2gYASABKAQSDQoFcm91bmQYAiABKA0SDgoGYXV0aG9yGAMgASgNEhQKDHRpbWVzdGFtcF9tcxgEIAEoBBInCglhbmNlc3RvcnMYBSADKAsyFC5kYWdzeW5jLnYxLkJsb2NrUmVmEhQKDHRyYW5zYWN0aW9ucxgGIAMoDBIrCgxjb21taXRfdm90ZXMYByADKAsyFS5kYWdzeW5jLnYxLkNvbW1pdFJlZiJCCgtTaWduZWRCbG9jaxIgCgVibG9jaxgBIAEoCzIRLmRhZ3N5bmMudjEuQmxvY2sSEQoJc2lnbmF0dXJlGAIgASgMIs8BCgZDb21taXQSDQoFaW5kZXgYASABKAQSDQoFZXBvY2gYAiABKAQSFwoPcHJldmlvdXNfZGlnZXN0GAMgASgMEhQKDHRpbWVzdGFtcF9tcxgEIAEoBBIkCgZsZWFkZXIYBSABKAsyFC5kYWdzeW5jLnYxLkJsb2NrUmVmEiQKBmJsb2NrcxgGIAMoCzIULmRhZ3N5bmMudjEuQmxvY2tSZWYSLAoMZW5kX29mX2Vwb2NoGAcgASgLMhYuZGFnc3luYy52MS5FbmRPZkVwb2NoIjsKCkVuZE9mRXBvY2gSLQoObmV4dF9jb21taXR0ZWUYASABKAsyFS5kYWdzeW5jLnYxLkNvbW1pdHRlZSJzCglWYWxpZGF0b3ISFAoMcHJvdG9jb2xfa2V5GAEgASgMEhMKC25ldHdvcmtfa2V5GAIgASgMEg0KBXN0YWtlGAMgASgEEhQKDHN5bmNfYWRkcmVzcxgEIAEoCRIWCg5nb3NzaXBfYWRkcmVzcxgFIAEoCSJFCglDb21taXR0ZWUSDQoFZXBvY2gYASABKAQSKQoKdmFsaWRhdG9ycxgCIAMoCzIVLmRhZ3N5bmMudjEuVmFsaWRhdG9yIlsKB0dlbmVzaXMSEAoIY2hhaW5faWQYASABKAkSFAoMdGltZXN0YW1wX21zGAIgASgEEigKCWNvbW1pdHRlZRgDIAEoCzIVLmRhZ3N5bmMudjEuQ29tbWl0dGVlIl4KD0NvbW1pdHRlZFN1YkRhZxIiCgZjb21taXQYASABKAsyEi5kYWdzeW5jLnYxLkNvbW1pdBInCgZibG9ja3MYAiADKAsyFy5kYWdzeW5jLnYxLlNpZ25lZEJsb2NrImMKCE5vZGVJbmZvEhMKC25ldHdvcmtfa2V5GAEgASgMEhQKDHN5bmNfYWRkcmVzcxgCIAEoCRIWCg5nb3NzaXBfYWRkcmVzcxgDIAEoCRIUCgx0aW1lc3RhbXBfbXMYBCABKAQiRwoOU2lnbmVkTm9kZUluZm8SIgoEaW5mbxgBIAEoCzIULmRhZ3N5bmMudjEuTm9kZUluZm8SEQoJc2lnbmF0dXJlGAIgASgMYgZwcm90bzM");
 
 /**
  * A reference to a block: its position in the DAG and the SHA-256 digest of its encoded SignedBlock.
@@ -399,4 +399,77 @@ export type CommittedSubDag = Message<"dagsync.v1.CommittedSubDag"> & {
  */
 export const CommittedSubDagSchema: GenMessage<CommittedSubDag> = /*@__PURE__*/
   messageDesc(file_dagsync_v1_types, 9);
+
+/**
+ * What a node says about itself in peer exchange (DESIGN.md §9).
+ *
+ * @generated from message dagsync.v1.NodeInfo
+ */
+export type NodeInfo = Message<"dagsync.v1.NodeInfo"> & {
+  /**
+   * Ed25519 public key of the node, 32 bytes: its identity, and the key that signs this info.
+   *
+   * @generated from field: bytes network_key = 1;
+   */
+  networkKey: Uint8Array;
+
+  /**
+   * host:port of the node's StateSync service, at most 256 bytes.
+   *
+   * @generated from field: string sync_address = 2;
+   */
+  syncAddress: string;
+
+  /**
+   * host:port of the node's Gossip service, at most 256 bytes; empty when it has none.
+   *
+   * @generated from field: string gossip_address = 3;
+   */
+  gossipAddress: string;
+
+  /**
+   * When the node signed this info, milliseconds since the Unix epoch.
+   *
+   * @generated from field: uint64 timestamp_ms = 4;
+   */
+  timestampMs: bigint;
+};
+
+/**
+ * Describes the message dagsync.v1.NodeInfo.
+ * Use `create(NodeInfoSchema)` to create a new message.
+ */
+export const NodeInfoSchema: GenMessage<NodeInfo> = /*@__PURE__*/
+  messageDesc(file_dagsync_v1_types, 10);
+
+/**
+ * A NodeInfo with its signature.
+ *
+ * signature = Ed25519(network_key,
+ *   "dagsync/node-info/v1" || 0x00 || chain_id || 0x00 || <bytes of field 1 exactly as encoded>)
+ *
+ * @generated from message dagsync.v1.SignedNodeInfo
+ */
+export type SignedNodeInfo = Message<"dagsync.v1.SignedNodeInfo"> & {
+  /**
+   * The info. Code may read this field as raw bytes: the signature covers exactly those bytes.
+   *
+   * @generated from field: dagsync.v1.NodeInfo info = 1;
+   */
+  info?: NodeInfo | undefined;
+
+  /**
+   * Ed25519 signature, 64 bytes.
+   *
+   * @generated from field: bytes signature = 2;
+   */
+  signature: Uint8Array;
+};
+
+/**
+ * Describes the message dagsync.v1.SignedNodeInfo.
+ * Use `create(SignedNodeInfoSchema)` to create a new message.
+ */
+export const SignedNodeInfoSchema: GenMessage<SignedNodeInfo> = /*@__PURE__*/
+  messageDesc(file_dagsync_v1_types, 11);
 

@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dagsync/wire/v1/wire.proto.
  */
 export const file_dagsync_wire_v1_wire: GenFile = /*@__PURE__*/
-  fileDesc("ChpkYWdzeW5jL3dpcmUvdjEvd2lyZS5wcm90bxIPZGFnc3luYy53aXJlLnYxIjMKD1dpcmVTaWduZWRCbG9jaxINCgVibG9jaxgBIAEoDBIRCglzaWduYXR1cmUYAiABKAwiRQoYV2lyZUZldGNoQ29tbWl0c1Jlc3BvbnNlEg8KB2NvbW1pdHMYASADKAwSGAoQY2VydGlmaWVyX2Jsb2NrcxgCIAMoDCIpChdXaXJlRmV0Y2hCbG9ja3NSZXNwb25zZRIOCgZibG9ja3MYASADKAwiNQoTV2lyZUNvbW1pdHRlZFN1YkRhZxIOCgZjb21taXQYASABKAwSDgoGYmxvY2tzGAIgAygMIlIKD1dpcmVHb3NzaXBGcmFtZRINCgVoZWxsbxgBIAEoDBIMCgRhdXRoGAIgASgMEg0KBWJsb2NrGAMgASgMEhMKC3RyYW5zYWN0aW9uGAQgASgMYgZwcm90bzM");
+  fileDesc("ChpkYWdzeW5jL3dpcmUvdjEvd2lyZS5wcm90bxIPZGFnc3luYy53aXJlLnYxIjMKD1dpcmVTaWduZWRCbG9jaxINCgVibG9jaxgBIAEoDBIRCglzaWduYXR1cmUYAiABKAwiRQoYV2lyZUZldGNoQ29tbWl0c1Jlc3BvbnNlEg8KB2NvbW1pdHMYASADKAwSGAoQY2VydGlmaWVyX2Jsb2NrcxgCIAMoDCIpChdXaXJlRmV0Y2hCbG9ja3NSZXNwb25zZRIOCgZibG9ja3MYASADKAwiNQoTV2lyZUNvbW1pdHRlZFN1YkRhZxIOCgZjb21taXQYASABKAwSDgoGYmxvY2tzGAIgAygMIlIKD1dpcmVHb3NzaXBGcmFtZRINCgVoZWxsbxgBIAEoDBIMCgRhdXRoGAIgASgMEg0KBWJsb2NrGAMgASgMEhMKC3RyYW5zYWN0aW9uGAQgASgMIjUKEldpcmVTaWduZWROb2RlSW5mbxIMCgRpbmZvGAEgASgMEhEKCXNpZ25hdHVyZRgCIAEoDCIqChhXaXJlR2V0S25vd25QZWVyc1JlcXVlc3QSDgoGY2FsbGVyGAEgASgMIjgKGVdpcmVHZXRLbm93blBlZXJzUmVzcG9uc2USDAoEc2VsZhgBIAEoDBINCgVwZWVycxgCIAMoDCJDChBTdG9yZWRLbm93blBlZXJzEi8KBXBlZXJzGAEgAygLMiAuZGFnc3luYy53aXJlLnYxLlN0b3JlZEtub3duUGVlciJICg9TdG9yZWRLbm93blBlZXISEwoLc2lnbmVkX2luZm8YASABKAwSDwoHYWRkcmVzcxgCIAEoCRIPCgdzb3VyY2VzGAMgASgNYgZwcm90bzM");
 
 /**
  * Twin of dagsync.v1.SignedBlock.
@@ -163,4 +163,137 @@ export type WireGossipFrame = Message<"dagsync.wire.v1.WireGossipFrame"> & {
  */
 export const WireGossipFrameSchema: GenMessage<WireGossipFrame> = /*@__PURE__*/
   messageDesc(file_dagsync_wire_v1_wire, 4);
+
+/**
+ * Twin of dagsync.v1.SignedNodeInfo.
+ *
+ * @generated from message dagsync.wire.v1.WireSignedNodeInfo
+ */
+export type WireSignedNodeInfo = Message<"dagsync.wire.v1.WireSignedNodeInfo"> & {
+  /**
+   * Encoded dagsync.v1.NodeInfo, exactly as signed.
+   *
+   * @generated from field: bytes info = 1;
+   */
+  info: Uint8Array;
+
+  /**
+   * Ed25519 signature.
+   *
+   * @generated from field: bytes signature = 2;
+   */
+  signature: Uint8Array;
+};
+
+/**
+ * Describes the message dagsync.wire.v1.WireSignedNodeInfo.
+ * Use `create(WireSignedNodeInfoSchema)` to create a new message.
+ */
+export const WireSignedNodeInfoSchema: GenMessage<WireSignedNodeInfo> = /*@__PURE__*/
+  messageDesc(file_dagsync_wire_v1_wire, 5);
+
+/**
+ * Twin of dagsync.v1.GetKnownPeersRequest.
+ *
+ * @generated from message dagsync.wire.v1.WireGetKnownPeersRequest
+ */
+export type WireGetKnownPeersRequest = Message<"dagsync.wire.v1.WireGetKnownPeersRequest"> & {
+  /**
+   * Encoded dagsync.v1.SignedNodeInfo; empty when absent.
+   *
+   * @generated from field: bytes caller = 1;
+   */
+  caller: Uint8Array;
+};
+
+/**
+ * Describes the message dagsync.wire.v1.WireGetKnownPeersRequest.
+ * Use `create(WireGetKnownPeersRequestSchema)` to create a new message.
+ */
+export const WireGetKnownPeersRequestSchema: GenMessage<WireGetKnownPeersRequest> = /*@__PURE__*/
+  messageDesc(file_dagsync_wire_v1_wire, 6);
+
+/**
+ * Twin of dagsync.v1.GetKnownPeersResponse.
+ *
+ * @generated from message dagsync.wire.v1.WireGetKnownPeersResponse
+ */
+export type WireGetKnownPeersResponse = Message<"dagsync.wire.v1.WireGetKnownPeersResponse"> & {
+  /**
+   * Encoded dagsync.v1.SignedNodeInfo; empty when absent.
+   *
+   * @generated from field: bytes self = 1;
+   */
+  self: Uint8Array;
+
+  /**
+   * Encoded dagsync.v1.SignedNodeInfo each.
+   *
+   * @generated from field: repeated bytes peers = 2;
+   */
+  peers: Uint8Array[];
+};
+
+/**
+ * Describes the message dagsync.wire.v1.WireGetKnownPeersResponse.
+ * Use `create(WireGetKnownPeersResponseSchema)` to create a new message.
+ */
+export const WireGetKnownPeersResponseSchema: GenMessage<WireGetKnownPeersResponse> = /*@__PURE__*/
+  messageDesc(file_dagsync_wire_v1_wire, 7);
+
+/**
+ * The known peer set as a node stores it (src/discovery, src/store): internal, never sent.
+ *
+ * @generated from message dagsync.wire.v1.StoredKnownPeers
+ */
+export type StoredKnownPeers = Message<"dagsync.wire.v1.StoredKnownPeers"> & {
+  /**
+   * One record per peer.
+   *
+   * @generated from field: repeated dagsync.wire.v1.StoredKnownPeer peers = 1;
+   */
+  peers: StoredKnownPeer[];
+};
+
+/**
+ * Describes the message dagsync.wire.v1.StoredKnownPeers.
+ * Use `create(StoredKnownPeersSchema)` to create a new message.
+ */
+export const StoredKnownPeersSchema: GenMessage<StoredKnownPeers> = /*@__PURE__*/
+  messageDesc(file_dagsync_wire_v1_wire, 8);
+
+/**
+ * One known peer in the store.
+ *
+ * @generated from message dagsync.wire.v1.StoredKnownPeer
+ */
+export type StoredKnownPeer = Message<"dagsync.wire.v1.StoredKnownPeer"> & {
+  /**
+   * Encoded dagsync.v1.SignedNodeInfo as received; empty for a bootstrap address without a key.
+   *
+   * @generated from field: bytes signed_info = 1;
+   */
+  signedInfo: Uint8Array;
+
+  /**
+   * The bootstrap address, for an entry without a key.
+   *
+   * @generated from field: string address = 2;
+   */
+  address: string;
+
+  /**
+   * Sources, a bit set: 1 committee, 2 bootstrap, 4 exchange.
+   *
+   * @generated from field: uint32 sources = 3;
+   */
+  sources: number;
+};
+
+/**
+ * Describes the message dagsync.wire.v1.StoredKnownPeer.
+ * Use `create(StoredKnownPeerSchema)` to create a new message.
+ */
+export const StoredKnownPeerSchema: GenMessage<StoredKnownPeer> = /*@__PURE__*/
+  messageDesc(file_dagsync_wire_v1_wire, 9);
 

@@ -1,0 +1,3 @@
+export * from "./options.js";
+export * from "./peer-book.js";
+export * from "./persist.js";
