@@ -262,7 +262,7 @@ export class PeerSet {
     },
     now = 0,
   ): boolean {
-    const p = this.add(address);
+    const p = this.peers.get(address) ?? this.add(address); // (never another source for a known peer)
     p.known = true;
     p.dialFailures = 0; // it answered
     p.demotions = 0;

@@ -131,6 +131,7 @@ describe("sync engine: peers join and leave at runtime", () => {
     // Its heights were asked at once: the interval (10 minutes) never fired.
     assert.ok(network.callsTo("late:9100", "availability").length >= 1);
     assert.equal(engine.progress.highestSynced, TIP);
+    assert.equal(statusOf(engine, "late:9100")?.source, "exchange", "its answers do not change its source");
     await assertStoreExact(ts.store, commits, committeesHeld(commits));
   });
 
