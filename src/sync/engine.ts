@@ -208,6 +208,8 @@ export class SyncEngine {
     const gone = this.peers.remove(address, source, this.now());
     if (gone === undefined) return false;
     this.heights.forget(gone);
+    // Its calls in flight ended (`leaving`) before its connection goes.
+    this.config.network.forgetPeer?.(address);
     this.peers.rebalance(this.now());
     this.log.debug({ peer: address }, "peer left");
     this.kick();
