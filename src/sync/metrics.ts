@@ -111,7 +111,7 @@ export class SyncMetrics {
     }
     this.dialFailures = new Counter({
       name: "dagsync_sync_dial_failures_total",
-      help: "Peer calls that got no answer (refused, unreachable, deadline), by error kind",
+      help: "Failed peer calls that count towards maxDialFailures (refused, unreachable, deadline, error status), by error kind",
       labelNames: ["reason"],
       registers,
     });

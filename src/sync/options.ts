@@ -89,7 +89,8 @@ export interface SyncOptions {
    */
   readonly maxDialsPerSecond: number;
   /**
-   * Consecutive failed calls (refused, unreachable, deadline) after which a working peer leaves
+   * Consecutive failed calls (refused, unreachable, deadline, an error status; not rate limits,
+   * refused ranges or bans, which are handled apart) after which a working peer leaves
    * the working set for another known peer, when one can take its place. It stays known and is
    * tried again after `dialBackoffBaseMs`, doubling per such exit. Default 5.
    */
