@@ -8,11 +8,17 @@ import type { BlockKeyRef, Store } from "../store/index.js";
 import type { SyncMetrics } from "./metrics.js";
 import type { SyncNetwork } from "./network.js";
 import type { SyncOptions } from "./options.js";
+import type { PeerEntry } from "./peers.js";
+import type { StallReason } from "./stall.js";
 
 export interface SyncEngineConfig {
   readonly store: Store;
   readonly network: SyncNetwork;
-  readonly peers: readonly string[];
+  /**
+   * The peers to start with; a bare address is a bootstrap peer (`--peer`). More join and leave
+   * at runtime (`SyncEngine.addPeer`, `removePeer`, `setPeers`).
+   */
+  readonly peers: readonly PeerEntry[];
   readonly verifier: SignatureVerifier;
   readonly log: Logger;
   readonly options?: Partial<SyncOptions> | undefined;
@@ -29,4 +35,10 @@ export interface SyncEngineConfig {
    * write), so that a near-tip cache can drop them and what is now too old to be committed.
    */
   readonly onBlocksApplied?: ((refs: readonly BlockKeyRef[], epoch: number) => void) | undefined;
+  /**
+   * No working peer can serve the next commit (every one pruned below our head, behind, failing;
+   * or none at all): find more peers (discovery asks around), and add them with `addPeer`. Called
+   * at most every `needPeersIntervalMs`, with the stall reason and a line saying why.
+   */
+  readonly onNeedPeers?: ((reason: StallReason, detail: string) => void) | undefined;
 }

@@ -17,6 +17,13 @@
  * peers back off; off-chain peers are never used. When no peer can serve the next commit the
  * engine says why (`StallWatch`: log, status, metric) and keeps retrying. A crash at any point
  * resumes from the watermark.
+ *
+ * Peers come and go at runtime (DESIGN §9): `addPeer`, `removePeer` and `setPeers`, each peer with
+ * its source. At most `maxSyncPeers` form the working set (`PeerSet.rebalance`, committee first);
+ * a peer that enters it is asked its heights at once, through the dial rate limit. A peer that
+ * leaves takes nothing with it: its calls in flight end and their work goes back to the plan.
+ * When no working peer can serve the next commit, the engine swaps them for standby peers
+ * (`PeerSet.rotate`) and calls `onNeedPeers` so that the node looks for more.
  */
 import { setMaxListeners } from "node:events";
 import type { Logger } from "pino";
@@ -32,9 +39,9 @@ import { HeightRefresh } from "./height-refresh.js";
 import { DEFAULT_SYNC_OPTIONS, type SyncOptions } from "./options.js";
 import { PeerFaults } from "./peer-faults.js";
 import { PeerFetch } from "./peer-fetch.js";
-import { PeerSet } from "./peers.js";
+import { PEER_SOURCES, PeerSet, type PeerSource, type PeerState } from "./peers.js";
 import { SegmentPlan } from "./segment-plan.js";
-import { diagnoseStall } from "./stall.js";
+import { diagnoseStall, peerVerdict, type StallDiagnosis } from "./stall.js";
 import { StallWatch } from "./stall-watch.js";
 import {
   type PeerStatusSnapshot,
@@ -47,6 +54,7 @@ import { VerifyStage } from "./verify-stage.js";
 
 // Kept importable from here, where they were first declared.
 export type { SyncEngineConfig } from "./engine-config.js";
+export type { PeerEntry, PeerSource } from "./peers.js";
 export type { SyncPhase, SyncProgress, SyncStall } from "./sync-status.js";
 
 export class SyncEngine {
@@ -77,6 +85,9 @@ export class SyncEngine {
   private runUntilSynced = false;
   private phase: SyncPhase = "starting";
   private fatal: SyncError | undefined;
+  /** Since when no working peer could serve the next commit (undefined while one can). */
+  private needSince: number | undefined;
+  private lastNeedPeersAt = Number.NEGATIVE_INFINITY;
 
   constructor(private readonly config: SyncEngineConfig) {
     const options = { ...DEFAULT_SYNC_OPTIONS, ...config.options };
@@ -109,6 +120,7 @@ export class SyncEngine {
       now,
       stopping: () => signal.aborted,
       onRefusedRange: (peer, index) => this.heights.suspect(peer, index),
+      maxDialFailures: options.maxDialFailures,
     });
     const onError = this.faults.onError.bind(this.faults);
     const kick = () => this.kick();
@@ -172,6 +184,50 @@ export class SyncEngine {
       usablePeers: this.peers.all().filter((p) => this.peers.isUsable(p, now)).length,
       stall: this.stallWatch.stall,
     };
+  }
+
+  /**
+   * A peer joins (or a known peer gains a source). It enters the working set when it ranks among
+   * the first `maxSyncPeers` (committee, bootstrap, exchange), and is then asked its heights at
+   * once. Returns true when the peer is new.
+   */
+  addPeer(address: string, source: PeerSource): boolean {
+    const known = this.peers.get(address) !== undefined;
+    this.peers.add(address, source);
+    this.peers.rebalance(this.now());
+    this.kick();
+    return !known;
+  }
+
+  /**
+   * `source` no longer names the peer (no source does, when `source` is undefined): when none
+   * does any more, it leaves. Its calls in flight end and their work is retried elsewhere; what
+   * it sent already is kept; leaving is no fault. Returns true when the peer left.
+   */
+  removePeer(address: string, source?: PeerSource): boolean {
+    const gone = this.peers.remove(address, source, this.now());
+    if (gone === undefined) return false;
+    this.heights.forget(gone);
+    // Its calls in flight ended (`leaving`) before its connection goes.
+    this.config.network.forgetPeer?.(address);
+    this.peers.rebalance(this.now());
+    this.log.debug({ peer: address }, "peer left");
+    this.kick();
+    return true;
+  }
+
+  /**
+   * The peers `source` names now, e.g. the committee's sync addresses after an epoch change: those
+   * it named before and names no more lose that source (and leave if no other source names them),
+   * the new ones join.
+   */
+  setPeers(source: PeerSource, addresses: readonly string[]): void {
+    const keep = new Set(addresses);
+    for (const p of this.peers.all())
+      if (p.sources.has(source) && !keep.has(p.address)) this.removePeer(p.address, source);
+    for (const a of keep) this.peers.add(a, source);
+    this.peers.rebalance(this.now());
+    this.kick();
   }
 
   /** Peers as the engine sees them now (the node turns them into Admin/GetStatus replies). */
@@ -310,11 +366,47 @@ export class SyncEngine {
   private checkStall(synced: boolean): void {
     const now = this.now();
     const next = this.firstNeededCommit();
+    // Standby peers are not used, so they neither serve nor explain a stall.
     const diagnosis = synced
       ? undefined
-      : diagnoseStall(this.peers.all(), next, now, this.highestVerified >= next);
+      : diagnoseStall(this.peers.diagnosable(now), next, now, this.highestVerified >= next);
+    this.needPeers(diagnosis, next, now);
     const error = this.stallWatch.update(diagnosis, next, now, this.runUntilSynced);
     if (error !== undefined) this.fatal = error;
+  }
+
+  /**
+   * No working peer can serve commit `next`: swap the ones that cannot for standby peers, and ask
+   * the node for more (`onNeedPeers`, at most every `needPeersIntervalMs`). Failing peers (which
+   * may be a blip) count only once nobody could serve for `stallGraceMs`; pruned or behind peers
+   * at once.
+   */
+  private needPeers(diagnosis: StallDiagnosis | undefined, next: number, now: number): void {
+    if (diagnosis === undefined) {
+      this.needSince = undefined;
+      return;
+    }
+    this.needSince ??= now;
+    const transient = diagnosis.reason === "unreachable" || diagnosis.reason === "busy";
+    if (transient && now - this.needSince < this.options.stallGraceMs) return;
+    const useless = (p: PeerState) => {
+      const v = peerVerdict(p, next, now);
+      return v === "pruned" || v === "behind" || v === "unreachable" || v === "busy";
+    };
+    const benched = this.peers.rotate(now, useless);
+    if (benched.length > 0) {
+      this.config.metrics?.workingSetExits.inc({ reason: "cannot_serve" }, benched.length);
+      this.log.info(
+        { commit: next, out: benched.map((p) => p.address) },
+        `no working peer can serve commit ${next} (${diagnosis.reason}): trying other known peers`,
+      );
+      this.kick();
+    }
+    if (now - this.lastNeedPeersAt < this.options.needPeersIntervalMs) return;
+    this.lastNeedPeersAt = now;
+    this.config.metrics?.needPeers.inc({ reason: diagnosis.reason });
+    this.log.debug({ reason: diagnosis.reason, commit: next }, "asking for more peers");
+    this.config.onNeedPeers?.(diagnosis.reason, diagnosis.detail);
   }
 
   /**
@@ -330,18 +422,27 @@ export class SyncEngine {
   private step(): void {
     const now = this.now();
     const marks = this.store.watermarks;
+    this.peers.rebalance(now); // bans and benches that ended, places freed
     const target = this.peers.target(now);
     const m = this.config.metrics;
     m?.target.set(target);
     m?.bannedPeers.set(this.peers.all().filter((p) => p.bannedUntil > now).length);
     m?.offChainPeers.set(this.peers.all().filter((p) => p.offChain).length);
+    if (m !== undefined)
+      for (const source of PEER_SOURCES) {
+        const known = this.peers.all().filter((p) => p.source === source);
+        m.knownPeers.set({ source }, known.length);
+        m.workingPeers.set({ source }, known.filter((p) => p.working).length);
+      }
 
     for (const seg of this.plan.dropBeyond(target)) this.budget.release(seg);
     const { commitsPerRequest, maxSegmentsAhead } = this.options;
     this.plan.extend(marks.highestSynced, target, commitsPerRequest, maxSegmentsAhead);
     this.highestVerified = this.verifyStage.verifyInOrder().index;
     m?.highestVerified.set(this.highestVerified);
-    // Height queries first: they wait for a free slot per peer like fetches, and come first.
+    // Height queries first: they wait for a free slot per peer like fetches, and come first. Peers
+    // that just entered the working set (bans and benches end, places free up) are asked at once.
+    this.heights.ask(this.peers.working().filter((p) => !p.dialed));
     this.heights.launch();
     this.pipeline.launch(now);
     this.applier.applyReady();

@@ -9,9 +9,14 @@
  * heights above it are not believed for `banDurationMs` (not a ban: it may serve what is below),
  * so that it neither gets that range again nor holds the target up. A peer with another genesis
  * is off-chain and never asked again.
+ *
+ * Only the working set is asked. A peer that enters it is asked at once, in the round in progress
+ * or in a round of its own (`ask`), not at the next interval; that first query is its dial, and
+ * dials go through the `DialLimiter` (`maxDialsPerSecond`): a peer waiting for one stays due.
  */
 import type { Logger } from "pino";
 import type { Availability, PeerError } from "../client/index.js";
+import { DialLimiter } from "./dial-limiter.js";
 import type { SyncOptions } from "./options.js";
 import type { PeerFetch } from "./peer-fetch.js";
 import type { PeerSet, PeerState } from "./peers.js";
@@ -30,6 +35,8 @@ export interface HeightRefreshDeps {
 interface Round {
   /** Peers still to ask, each waiting for a free slot under `maxRequestsPerPeer`. */
   due: PeerState[];
+  /** Every peer of the round, due or asked. */
+  readonly members: Set<PeerState>;
   outstanding: number;
 }
 
@@ -43,7 +50,11 @@ export class HeightRefresh {
   /** Peers that refused a commit they advertised: the commit, and `seq` then. */
   private readonly suspects = new Map<string, { index: number; seq: number }>();
 
-  constructor(private readonly deps: HeightRefreshDeps) {}
+  private readonly dials: DialLimiter;
+
+  constructor(private readonly deps: HeightRefreshDeps) {
+    this.dials = new DialLimiter(deps.options.maxDialsPerSecond);
+  }
 
   get roundsCompleted(): number {
     return this.completed;
@@ -58,10 +69,39 @@ export class HeightRefresh {
       this.queued = true;
       return;
     }
-    const now = this.deps.now();
-    const due = this.deps.peers.all().filter((p) => !p.offChain && p.retryAt <= now);
-    this.round = { due, outstanding: 0 };
+    const due = this.askable(this.deps.peers.working());
+    this.round = { due, members: new Set(due), outstanding: 0 };
     this.launch();
+  }
+
+  /**
+   * Asks these peers now (peers that just entered the working set): in the round in progress, or
+   * in a round of their own. Peers already in the round are not asked twice.
+   */
+  ask(peers: readonly PeerState[]): void {
+    const fresh = this.askable(peers).filter((p) => !this.round?.members.has(p));
+    if (fresh.length === 0) return;
+    if (this.round === undefined) this.round = { due: [], members: new Set(), outstanding: 0 };
+    for (const p of fresh) {
+      this.round.due.push(p);
+      this.round.members.add(p);
+    }
+    this.launch();
+  }
+
+  /** The peer left the set: it is not asked, and nothing is held for it. */
+  forget(p: PeerState): void {
+    this.suspects.delete(p.address);
+    const round = this.round;
+    if (round === undefined) return;
+    round.due = round.due.filter((q) => q !== p);
+    this.finishIfDone(round);
+  }
+
+  /** Working, on-chain peers whose retry time has come. */
+  private askable(peers: readonly PeerState[]): PeerState[] {
+    const now = this.deps.now();
+    return peers.filter((p) => p.working && !p.offChain && p.retryAt <= now);
   }
 
   /** `peer` refused commit `index` although it advertised it: ask everyone again. */
@@ -75,11 +115,14 @@ export class HeightRefresh {
     const round = this.round;
     if (round === undefined) return;
     const waiting: PeerState[] = [];
+    const now = this.deps.now();
     for (const p of round.due) {
-      if (!this.deps.fetch.peerHasFreeSlot(p)) {
+      if (!p.working) continue; // it left the working set meanwhile
+      if (!this.deps.fetch.peerHasFreeSlot(p) || (!p.dialed && !this.dials.take(now))) {
         waiting.push(p);
         continue;
       }
+      p.dialed = true;
       round.outstanding++;
       const seq = ++this.seq;
       this.deps.fetch.getCommitAvailability(
@@ -101,6 +144,7 @@ export class HeightRefresh {
   /** Records `p`'s answer to query number `seq`, and judges a refusal it made before. */
   private judge(p: PeerState, seq: number, report: Availability): void {
     const { peers, options, log } = this.deps;
+    if (!peers.has(p)) return; // it left meanwhile: its answer must not bring it back
     const now = this.deps.now();
     const suspect = this.suspects.get(p.address);
     // Only an answer to a query sent after the refusal can judge it.

@@ -1,5 +1,6 @@
 /** Sync engine metrics on a prom-client registry the node owns. */
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import { PEER_SOURCES } from "./peers.js";
 import { STALL_REASONS } from "./stall.js";
 
 export class SyncMetrics {
@@ -16,6 +17,11 @@ export class SyncMetrics {
   readonly bannedPeers: Gauge;
   readonly offChainPeers: Gauge;
   readonly stalled: Gauge<"reason">;
+  readonly knownPeers: Gauge<"source">;
+  readonly workingPeers: Gauge<"source">;
+  readonly dialFailures: Counter<"reason">;
+  readonly workingSetExits: Counter<"reason">;
+  readonly needPeers: Counter<"reason">;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -87,5 +93,39 @@ export class SyncMetrics {
       registers,
     });
     for (const reason of STALL_REASONS) this.stalled.set({ reason }, 0);
+    this.knownPeers = new Gauge({
+      name: "dagsync_sync_known_peers",
+      help: "Peers the sync engine knows, working or not, by source (committee, bootstrap, exchange)",
+      labelNames: ["source"],
+      registers,
+    });
+    this.workingPeers = new Gauge({
+      name: "dagsync_sync_working_peers",
+      help: "Peers in the sync working set (asked heights and fetched from), by source",
+      labelNames: ["source"],
+      registers,
+    });
+    for (const source of PEER_SOURCES) {
+      this.knownPeers.set({ source }, 0);
+      this.workingPeers.set({ source }, 0);
+    }
+    this.dialFailures = new Counter({
+      name: "dagsync_sync_dial_failures_total",
+      help: "Failed peer calls that count towards maxDialFailures (refused, unreachable, deadline, error status), by error kind",
+      labelNames: ["reason"],
+      registers,
+    });
+    this.workingSetExits = new Counter({
+      name: "dagsync_sync_working_set_exits_total",
+      help: "Peers benched out of the working set for another known peer, by reason (dial_failures, cannot_serve)",
+      labelNames: ["reason"],
+      registers,
+    });
+    this.needPeers = new Counter({
+      name: "dagsync_sync_need_peers_total",
+      help: "Times no working peer could serve the next commit and the engine asked for more peers, by stall reason",
+      labelNames: ["reason"],
+      registers,
+    });
   }
 }

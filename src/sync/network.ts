@@ -16,6 +16,8 @@ export interface SyncNetwork {
   fetchCommits(peer: string, start: number, end: number, options: FetchOptions): Promise<CommitsResponse>;
   fetchBlocks(peer: string, refs: readonly BlockRef[], options: FetchOptions): Promise<BlocksResponse>;
   pushCommit(peer: string, commit: CommitRef, highestSynced: number): Promise<void>;
+  /** The peer left the engine's set: release what is held for it (its connection). Optional. */
+  forgetPeer?(peer: string): void;
   close(): void;
 }
 
@@ -48,6 +50,12 @@ export class PeerClientNetwork implements SyncNetwork {
 
   pushCommit(peer: string, commit: CommitRef, highestSynced: number) {
     return this.client(peer).pushCommit(commit, highestSynced);
+  }
+
+  /** Closes the peer's client, so that peers that come and go (exchange) leave no connections behind. */
+  forgetPeer(peer: string): void {
+    this.clients.get(peer)?.close();
+    this.clients.delete(peer);
   }
 
   close(): void {

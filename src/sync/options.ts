@@ -77,6 +77,39 @@ export interface SyncOptions {
   readonly pushIntervalMs: number;
   /** Commits a subscriber may fall behind before its iterator fails with the index to resume from. Default 1,024. */
   readonly subscriberBufferCommits: number;
+  /**
+   * Peers used for sync at a time (the working set): committee members first, then bootstrap
+   * peers, then peers found by exchange. The others stay known but are neither asked their
+   * heights nor fetched from. Default 16.
+   */
+  readonly maxSyncPeers: number;
+  /**
+   * First contacts (the first height query of a peer that enters the working set) per second, on
+   * average; up to this many may go at once (token bucket). Default 8.
+   */
+  readonly maxDialsPerSecond: number;
+  /**
+   * Consecutive failed calls (refused, unreachable, deadline, an error status; not rate limits,
+   * refused ranges or bans, which are handled apart) after which a working peer leaves
+   * the working set for another known peer, when one can take its place. It stays known and is
+   * tried again after `dialBackoffBaseMs`, doubling per such exit. Default 5.
+   */
+  readonly maxDialFailures: number;
+  /** How long a peer that left the working set after `maxDialFailures` stays out at first, ms. Default 5,000. */
+  readonly dialBackoffBaseMs: number;
+  /** Cap of that wait (it doubles each time the peer leaves again), ms. Default 300,000 (5 minutes). */
+  readonly dialBackoffMaxMs: number;
+  /**
+   * How long a working peer swapped out for an untried known peer, because no working peer could
+   * serve the next commit (pruned, behind, failing), stays out of the working set, ms.
+   * Default 60,000.
+   */
+  readonly peerRestMs: number;
+  /**
+   * Minimum interval between two calls of the engine's `onNeedPeers` hook (no working peer can
+   * serve the next commit: ask discovery for more), ms. Default 5,000.
+   */
+  readonly needPeersIntervalMs: number;
 }
 
 export const DEFAULT_SYNC_OPTIONS: SyncOptions = {
@@ -105,4 +138,11 @@ export const DEFAULT_SYNC_OPTIONS: SyncOptions = {
   verifyBlockSignatures: false,
   pushIntervalMs: 1_000,
   subscriberBufferCommits: 1024,
+  maxSyncPeers: 16,
+  maxDialsPerSecond: 8,
+  maxDialFailures: 5,
+  dialBackoffBaseMs: 5_000,
+  dialBackoffMaxMs: 300_000,
+  peerRestMs: 60_000,
+  needPeersIntervalMs: 5_000,
 };

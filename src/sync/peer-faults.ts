@@ -6,6 +6,10 @@
  * exponentially with jitter and its work goes elsewhere at once. A peer that refuses a range it
  * advertised is neither: it is asked its heights again (it may have pruned), which the height
  * refresh judges.
+ *
+ * A failure that got no answer at all (refused, unreachable, deadline) is also a dial failure: a
+ * working peer with `maxDialFailures` of them in a row leaves the working set for a standby peer,
+ * with backoff (`PeerSet.benchIfFailing`). Leaving is not a ban either.
  */
 import type { Logger } from "pino";
 import type { PeerError } from "../client/index.js";
@@ -21,6 +25,8 @@ export interface PeerFaultsDeps {
   readonly stopping: () => boolean;
   /** `peer` refused commit `index`, which it advertised: ask its heights again. */
   readonly onRefusedRange: (peer: PeerState, index: number) => void;
+  /** For log lines: `maxDialFailures`. */
+  readonly maxDialFailures: number;
 }
 
 export class PeerFaults {
@@ -65,6 +71,15 @@ export class PeerFaults {
       kind === "rate_limited" ? error.retryAfterMs : undefined,
       kind === "rate_limited",
     );
+    if (kind !== "rate_limited") metrics?.dialFailures.inc({ reason: kind });
+    if (peers.benchIfFailing(peer, now)) {
+      metrics?.workingSetExits.inc({ reason: "dial_failures" });
+      log.warn(
+        { peer: peer.address, until: new Date(peer.benchedUntil).toISOString() },
+        `peer ${peer.address} failed ${this.deps.maxDialFailures} calls in a row: another known peer takes its place in the working set`,
+      );
+      return;
+    }
     // The first failure of a streak is worth a line; the rest of the streak goes to debug (a
     // stall, if it comes to that, is reported once by the stall watch).
     if (peer.consecutiveFailures === 1 && kind !== "rate_limited")

@@ -5,7 +5,8 @@
  * - a slot: a call counts against `maxRequestsPerPeer` (and, for fetches, against
  *   `maxConcurrentRequests`) from launch until its answer is handled;
  * - the byte budget: a fetch reserves its estimated size until it settles;
- * - metrics and the balancer's throughput sample, on every fetch that succeeds.
+ * - metrics and the balancer's throughput sample, on every fetch that succeeds;
+ * - an end when its peer leaves the set (`PeerState.leaving`): its work goes back to the plan.
  *
  * Threat: a slow or silent peer must not hold slots or budget for ever (the deadline frees them),
  * and a peer cannot make its answers cost us more than the budget allows. Answers come back
@@ -106,6 +107,7 @@ export class PeerFetch {
   ): void {
     const signal = AbortSignal.any([
       this.deps.signal,
+      peer.leaving.signal,
       AbortSignal.timeout(this.deps.options.heightQueryTimeoutMs),
     ]);
     this.call(
@@ -146,7 +148,7 @@ export class PeerFetch {
     const started = performance.now();
     spawn(
       what,
-      () => task(signal),
+      () => task(AbortSignal.any([signal, peer.leaving.signal])),
       (value) => {
         end();
         const bytes = (value as { bytes?: number }).bytes;

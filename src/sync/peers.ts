@@ -8,12 +8,47 @@
  *   healthy peer can serve the index ("failing peers last").
  * - Among healthy peers, measured throughput per request in flight decides, with some
  *   exploration of peers not yet measured.
+ *
+ * The set is dynamic (DESIGN §9): peers join and leave at runtime, each with the sources it came
+ * from (committee, bootstrap, exchange). At most `maxSyncPeers` of them form the working set,
+ * committee first, then bootstrap, then exchange (`rebalance`); only working peers are asked
+ * their heights or fetched from. The rest are known and wait: a working peer that fails
+ * `maxDialFailures` calls in a row, or that cannot serve the next commit when nobody can
+ * (`rotate`), is benched so that one of them takes its place, and comes back after its bench.
+ * Benching needs a replacement: with no other known peer, a failing peer keeps its place.
  */
 import { bytesEqual } from "../core/bytes.js";
 import type { SyncOptions } from "./options.js";
 
+/** Where a peer was learned from, in order of preference for the working set. */
+export const PEER_SOURCES = ["committee", "bootstrap", "exchange"] as const;
+export type PeerSource = (typeof PEER_SOURCES)[number];
+
+/** A peer to start with: a bare address is a bootstrap peer (`--peer`). */
+export type PeerEntry = string | { readonly address: string; readonly source: PeerSource };
+
+const SOURCE_RANK: Readonly<Record<PeerSource, number>> = { committee: 0, bootstrap: 1, exchange: 2 };
+
 export interface PeerState {
   readonly address: string;
+  /** The preferred of `sources`: what status and metrics show. */
+  source: PeerSource;
+  /** Every source that named this peer; it leaves when none does any more. */
+  readonly sources: Set<PeerSource>;
+  /** Order of arrival, for a stable working set. */
+  readonly seq: number;
+  /** In the working set: asked its heights and fetched from. */
+  working: boolean;
+  /** Its first height query since it entered the working set has gone out (a dial). */
+  dialed: boolean;
+  /** Calls failed in a row without an answer (refused, unreachable, deadline): not busy, not bans. */
+  dialFailures: number;
+  /** Times it left the working set for dial failures since it last answered (its backoff exponent). */
+  demotions: number;
+  /** Out of the working set until then, ms (after dial failures, or swapped out for a fresh peer). */
+  benchedUntil: number;
+  /** Aborted when the peer leaves the set: its calls in flight end, and their work goes elsewhere. */
+  readonly leaving: AbortController;
   highest: number;
   lowest: number;
   highestDigest: Uint8Array | undefined;
@@ -41,40 +76,93 @@ export interface PeerState {
 
 export class PeerSet {
   private readonly peers = new Map<string, PeerState>();
+  /**
+   * Bans of peers that left, until they end: leaving and coming back (say, through exchange) does
+   * not lift a ban. Pruned of expired entries whenever a peer leaves.
+   */
+  private readonly departedBans = new Map<string, { until: number; count: number }>();
+  private nextSeq = 0;
 
   constructor(
-    addresses: readonly string[],
+    peers: readonly PeerEntry[],
     private readonly genesisDigest: Uint8Array,
     private readonly options: SyncOptions,
     private readonly random: () => number = Math.random,
   ) {
-    for (const a of addresses) this.add(a);
+    for (const e of peers) {
+      if (typeof e === "string") this.add(e);
+      else this.add(e.address, e.source);
+    }
+    this.rebalance(0);
   }
 
-  add(address: string): PeerState {
+  /**
+   * Adds a peer, or another source to a known one. A new peer joins the working set at once when
+   * it has room (`rebalance` then puts the preferred sources first).
+   */
+  add(address: string, source: PeerSource = "bootstrap"): PeerState {
     let p = this.peers.get(address);
-    if (p === undefined) {
-      p = {
-        address,
-        highest: 0,
-        lowest: 0,
-        highestDigest: undefined,
-        known: false,
-        offChain: false,
-        bannedUntil: 0,
-        banCount: 0,
-        consecutiveFailures: 0,
-        retryAt: 0,
-        busy: false,
-        doubtedFrom: 0,
-        doubtedUntil: 0,
-        inflight: 0,
-        bytesPerSecond: undefined,
-        lastError: "",
-        lastPushAt: 0,
-      };
-      this.peers.set(address, p);
+    if (p !== undefined) {
+      p.sources.add(source);
+      if (SOURCE_RANK[source] < SOURCE_RANK[p.source]) p.source = source;
+      return p;
     }
+    const ban = this.departedBans.get(address);
+    this.departedBans.delete(address);
+    const room = ban === undefined && this.working().length < this.options.maxSyncPeers;
+    p = {
+      address,
+      source,
+      sources: new Set([source]),
+      seq: this.nextSeq++,
+      working: room,
+      dialed: false,
+      dialFailures: 0,
+      demotions: 0,
+      benchedUntil: 0,
+      leaving: new AbortController(),
+      highest: 0,
+      lowest: 0,
+      highestDigest: undefined,
+      known: false,
+      offChain: false,
+      bannedUntil: ban?.until ?? 0,
+      banCount: ban?.count ?? 0,
+      consecutiveFailures: 0,
+      retryAt: 0,
+      busy: false,
+      doubtedFrom: 0,
+      doubtedUntil: 0,
+      inflight: 0,
+      bytesPerSecond: undefined,
+      lastError: "",
+      lastPushAt: 0,
+    };
+    this.peers.set(address, p);
+    return p;
+  }
+
+  /**
+   * Removes `source`'s claim on the peer (every claim when `source` is undefined); the peer leaves
+   * when no source names it any more. Returns it then: the caller ends its calls in flight
+   * (`leaving`), whose work goes back to the plan. Leaving is no fault: nothing is held against it,
+   * but a ban it earned is remembered until it ends.
+   */
+  remove(address: string, source?: PeerSource, now = 0): PeerState | undefined {
+    const p = this.peers.get(address);
+    if (p === undefined) return undefined;
+    if (source !== undefined) {
+      p.sources.delete(source);
+      if (p.sources.size > 0) {
+        p.source = [...p.sources].sort((a, b) => SOURCE_RANK[a] - SOURCE_RANK[b])[0]!;
+        return undefined;
+      }
+    }
+    this.peers.delete(address);
+    p.working = false;
+    for (const [a, b] of this.departedBans) if (b.until <= now) this.departedBans.delete(a);
+    if (p.bannedUntil > now) this.departedBans.set(address, { until: p.bannedUntil, count: p.banCount });
+    p.leaving.abort();
     return p;
   }
 
@@ -82,8 +170,85 @@ export class PeerSet {
     return this.peers.get(address);
   }
 
+  /** The peer is still in the set (not removed since `p` was handed out). */
+  has(p: PeerState): boolean {
+    return this.peers.get(p.address) === p;
+  }
+
+  /** Every known peer, working or not. */
   all(): PeerState[] {
     return [...this.peers.values()];
+  }
+
+  /** The working set: the peers used for sync. */
+  working(): PeerState[] {
+    return this.all().filter((p) => p.working);
+  }
+
+  /** May be in the working set now: on-chain, not banned, not benched. */
+  eligible(p: PeerState, now: number): boolean {
+    return !p.offChain && p.bannedUntil <= now && p.benchedUntil <= now;
+  }
+
+  /** Known peers that could take a working place now (eligible, not working). */
+  standby(now: number): PeerState[] {
+    return this.all().filter((p) => !p.working && this.eligible(p, now));
+  }
+
+  /**
+   * The peers whose state explains a stall: all but the standby ones, which are not used and so
+   * neither serve nor fail (the working set, and peers out of it because they are banned,
+   * off-chain or benched).
+   */
+  diagnosable(now: number): PeerState[] {
+    return this.all().filter((p) => p.working || !this.eligible(p, now));
+  }
+
+  /**
+   * Chooses the working set: the first `maxSyncPeers` eligible peers by source (committee,
+   * bootstrap, exchange), keeping those already working before newcomers of the same source, then
+   * by arrival. Returns the peers that entered it (each must be dialed: its heights asked).
+   */
+  rebalance(now: number): PeerState[] {
+    const ranked = this.all()
+      .filter((p) => this.eligible(p, now))
+      .sort(
+        (a, b) =>
+          SOURCE_RANK[a.source] - SOURCE_RANK[b.source] ||
+          Number(b.working) - Number(a.working) ||
+          a.seq - b.seq,
+      );
+    const chosen = new Set(ranked.slice(0, this.options.maxSyncPeers));
+    const entered: PeerState[] = [];
+    for (const p of this.peers.values()) {
+      const working = chosen.has(p);
+      if (working && !p.working) {
+        p.dialed = false;
+        entered.push(p);
+      }
+      p.working = working;
+    }
+    return entered;
+  }
+
+  /**
+   * No working peer can serve the next commit: benches working peers that `useless` says cannot
+   * (for `peerRestMs`), as many as standby peers can replace, and fills their places. Returns the
+   * peers benched.
+   */
+  rotate(now: number, useless: (p: PeerState) => boolean): PeerState[] {
+    const room = this.standby(now).length;
+    if (room === 0) return [];
+    const out = this.working()
+      .filter(useless)
+      .sort((a, b) => SOURCE_RANK[b.source] - SOURCE_RANK[a.source] || b.seq - a.seq)
+      .slice(0, room);
+    for (const p of out) {
+      p.benchedUntil = now + this.options.peerRestMs;
+      p.working = false;
+    }
+    if (out.length > 0) this.rebalance(now);
+    return out;
   }
 
   /** Records a height report; a foreign genesis marks the peer off-chain. Returns false then. */
@@ -97,8 +262,10 @@ export class PeerSet {
     },
     now = 0,
   ): boolean {
-    const p = this.add(address);
+    const p = this.peers.get(address) ?? this.add(address); // (never another source for a known peer)
     p.known = true;
+    p.dialFailures = 0; // it answered
+    p.demotions = 0;
     if (!bytesEqual(report.genesisDigest, this.genesisDigest)) {
       p.offChain = true;
       p.lastError = "serves another chain (genesis digest differs)";
@@ -117,7 +284,7 @@ export class PeerSet {
   }
 
   isUsable(p: PeerState, now: number): boolean {
-    return p.known && !p.offChain && p.bannedUntil <= now;
+    return p.working && p.known && !p.offChain && p.bannedUntil <= now;
   }
 
   /** Highest commit that usable peers advertise. */
@@ -166,6 +333,8 @@ export class PeerSet {
 
   recordSuccess(p: PeerState, bytes: number, elapsedMs: number): void {
     p.consecutiveFailures = 0;
+    p.dialFailures = 0;
+    p.demotions = 0;
     p.retryAt = 0;
     p.busy = false;
     if (bytes > 16 * 1024) {
@@ -188,6 +357,23 @@ export class PeerSet {
     );
     const delay = retryAfterMs ?? exp * (0.5 + this.random() * 0.5);
     p.retryAt = now + delay;
+    if (!p.busy) p.dialFailures++;
+  }
+
+  /**
+   * After `maxDialFailures` failures in a row, a working peer leaves the working set, when a
+   * standby peer can take its place: benched for `dialBackoffBaseMs`, doubled each time it leaves
+   * again before it answers (up to `dialBackoffMaxMs`). Returns whether it left.
+   */
+  benchIfFailing(p: PeerState, now: number): boolean {
+    const { maxDialFailures, dialBackoffBaseMs, dialBackoffMaxMs } = this.options;
+    if (!p.working || p.dialFailures < maxDialFailures || this.standby(now).length === 0) return false;
+    p.benchedUntil = now + Math.min(dialBackoffMaxMs, dialBackoffBaseMs * 2 ** p.demotions);
+    p.demotions++;
+    p.dialFailures = 0;
+    p.working = false;
+    this.rebalance(now);
+    return true;
   }
 
   ban(p: PeerState, reason: string, now: number): void {

@@ -7,6 +7,10 @@
  *
  * Each peer gets one verdict for commit `next`. The node is stalled when no peer can serve it
  * and the peers do not simply agree that there is nothing more (then the node is synced).
+ *
+ * The engine passes the peers in use or explaining why not (`PeerSet.diagnosable`: the working
+ * set, and peers out of it because banned, off-chain or benched); standby peers neither serve nor
+ * fail, and while the engine rotates them in, the verdicts of those it replaced stay the reason.
  */
 import type { PeerState } from "./peers.js";
 
@@ -77,7 +81,10 @@ export function diagnoseStall(
   knownBeyond = false,
 ): StallDiagnosis | undefined {
   if (peers.length === 0)
-    return { reason: "no_peers", detail: `no peer to ask for commit ${next}: give --peer addresses` };
+    return {
+      reason: "no_peers",
+      detail: `no peer to ask for commit ${next}: none known yet (give --peer addresses, or wait for discovery to find some)`,
+    };
   const byVerdict = new Map<PeerVerdict, string[]>();
   for (const p of peers) {
     const v = peerVerdict(p, next, now);

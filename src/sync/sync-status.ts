@@ -4,7 +4,7 @@
  * and progress bars; nothing here depends on a wire format, so `sync` stays free of the Admin
  * protobuf types (DESIGN §1: `node` wires `server` and `sync`).
  */
-import type { PeerState } from "./peers.js";
+import type { PeerSource, PeerState } from "./peers.js";
 import type { StallDiagnosis } from "./stall.js";
 
 /** "stalled": no source can serve the next commit (see `SyncProgress.stall` for why). */
@@ -31,6 +31,12 @@ export interface SyncProgress {
 /** One peer as the engine sees it, at one moment (times in ms of the engine's clock). */
 export interface PeerStatusSnapshot {
   readonly address: string;
+  /** Where it was learned from (the preferred source when several named it). */
+  readonly source: PeerSource;
+  /** In the working set (used for sync); otherwise known and waiting. */
+  readonly working: boolean;
+  /** Out of the working set until then (after dial failures, or swapped out), or 0. */
+  readonly benchedUntilMs: number;
   readonly highest: number;
   readonly lowest: number;
   /** Measured throughput per request in flight, bytes/s (0 until measured). */
@@ -58,6 +64,9 @@ export interface SyncStatusSnapshot extends SyncProgress {
 export function peerStatusSnapshot(p: PeerState, now: number): PeerStatusSnapshot {
   return {
     address: p.address,
+    source: p.source,
+    working: p.working,
+    benchedUntilMs: p.benchedUntil > now ? Math.round(p.benchedUntil) : 0,
     highest: p.highest,
     lowest: p.lowest,
     score: (p.bytesPerSecond ?? 0) / (1 + p.inflight),

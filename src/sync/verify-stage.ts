@@ -73,7 +73,11 @@ export class VerifyStage {
       seg.batchDiscarded();
       return;
     }
-    const peer = this.deps.peers.get(state.peer)!;
+    // Undefined when the peer left since: its batch is still checked (and kept when valid).
+    const peer = this.deps.peers.get(state.peer);
+    const ban = (code: string, why: string) => {
+      if (peer !== undefined) faults.ban(peer, code, why);
+    };
     const committee = this.deps.committees.get(prev.epoch);
     if (committee === undefined) return; // cannot happen: the predecessor verified and stored it
     const marks = this.deps.store.watermarks;
@@ -93,10 +97,10 @@ export class VerifyStage {
     if (result.commits.length === 0) {
       budget.release(seg);
       seg.batchDiscarded();
-      faults.ban(peer, result.error?.code ?? "malformed", why);
+      ban(result.error?.code ?? "malformed", why);
       return;
     }
-    if (result.error !== undefined) faults.ban(peer, result.error.code, why);
+    if (result.error !== undefined) ban(result.error.code, why);
     const last = result.commits.at(-1)!;
     let nextCommittee: CommitteeView | undefined;
     if (last.commit.endOfEpoch !== undefined) {

@@ -78,10 +78,10 @@ export const SMALL_OPTIONS: Partial<SyncOptions> = {
 export function makeEngine(
   store: Store,
   network: SyncNetwork,
-  peers: readonly string[],
+  peers: SyncEngineConfig["peers"],
   options: Partial<SyncOptions> = {},
   random?: () => number,
-  extra: Partial<Pick<SyncEngineConfig, "metrics" | "nearTipBlocks" | "now">> = {},
+  extra: Partial<Pick<SyncEngineConfig, "metrics" | "nearTipBlocks" | "now" | "onNeedPeers">> = {},
 ): SyncEngine {
   return new SyncEngine({
     store,

@@ -10,6 +10,9 @@ import type { PeerStatusSnapshot, SyncStatusSnapshot } from "../../src/sync/inde
 
 const peer: PeerStatusSnapshot = {
   address: "a:9100",
+  source: "bootstrap",
+  working: true,
+  benchedUntilMs: 0,
   highest: 120,
   lowest: 3,
   score: 1.5,
