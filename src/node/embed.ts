@@ -7,25 +7,17 @@
 import { create } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
 import { Registry } from "prom-client";
-import {
-  CommitteeView,
-  DagsyncError,
-  decodeStrict,
-  fromHex,
-  parseGenesis,
-  parseSignedBlock,
-} from "../core/index.js";
+import { DagsyncError, parseGenesis, parseSignedBlock } from "../core/index.js";
 import type { VerifierBackend } from "../crypto/index.js";
 import {
   type CommittedSubDag,
   CommittedSubDagSchema,
-  CommitteeSchema,
   SignedBlockSchema,
 } from "../gen/dagsync/v1/types_pb.js";
 import { type ServerOptionsInput, SyncServer } from "../server/index.js";
 import { type CommittedSubDagView, Store, type SubDagFeed, type TrustedCheckpoint } from "../store/index.js";
 import type { SyncOptions, SyncPhase, SyncStall } from "../sync/index.js";
-import type { CheckpointFile } from "./checkpoint.js";
+import { type CheckpointFile, checkCheckpoint, checkTrustedCheckpoint } from "./checkpoint.js";
 import { readGenesisFile, startFullNode } from "./full-node.js";
 import { silentLogger } from "./logger.js";
 
@@ -97,14 +89,15 @@ export function decodeSubDag(view: CommittedSubDagView): CommittedSubDag {
   });
 }
 
-function toTrustedCheckpoint(input: CheckpointInput): TrustedCheckpoint {
-  if ("committee" in input && typeof input.committee !== "string") return input as TrustedCheckpoint;
-  const file = input as CheckpointFile;
-  const committee = new CommitteeView(
-    decodeStrict(CommitteeSchema, Buffer.from(file.committee, "base64")),
-    file.epoch,
-  );
-  return { index: file.index, digest: fromHex(file.digest), committee: committee.committee };
+/**
+ * The checkpoint as the store takes it, after the same checks as `--checkpoint` (checkpoint.ts):
+ * a file's genesis digest must be this node's; a decoded one is checked for shape.
+ */
+function toTrustedCheckpoint(input: CheckpointInput, genesis: Uint8Array): TrustedCheckpoint {
+  if ("committee" in input && typeof input.committee !== "string")
+    return checkTrustedCheckpoint(input as TrustedCheckpoint);
+  const g = parseGenesis(genesis);
+  return checkCheckpoint(input, { digest: g.digest, chainId: g.genesis.chainId });
 }
 
 /** Starts a full node that syncs and follows the chain; `stop()` (or `await using`) ends it. */
@@ -120,7 +113,8 @@ export async function createFullNode(options: FullNodeOptions): Promise<Embedded
   const node = await startFullNode({
     store: options.store,
     genesis,
-    checkpoint: options.checkpoint === undefined ? undefined : toTrustedCheckpoint(options.checkpoint),
+    checkpoint:
+      options.checkpoint === undefined ? undefined : toTrustedCheckpoint(options.checkpoint, genesis),
     peers,
     log,
     registry: options.registry ?? new Registry(),
