@@ -68,7 +68,9 @@ export interface EmbeddedFullNode extends AsyncDisposable {
   /**
    * Verified, decoded sub-DAGs from commit `from` on: replayed from the store, then live. Ends when
    * `signal` aborts or the node stops; fails with a SubscriptionError (`out_of_range` below the
-   * lowest available commit, `not_found`, `lagged` with `resumeFrom`).
+   * lowest available commit, `not_found`, `lagged` with `resumeFrom`), or, when the sync engine
+   * stops for good, with its error (a SyncError such as `checkpoint_mismatch` or `store_write`,
+   * also in `status().error`).
    */
   subDags(
     from: number,
@@ -123,10 +125,13 @@ export async function createFullNode(options: FullNodeOptions): Promise<Embedded
     verifier: options.options?.verifier,
   });
   const stopping = new AbortController();
+  /** Aborted with the engine's fatal error: subscribers stop waiting and throw it. */
+  const failed = new AbortController();
   let error: DagsyncError | undefined;
   const running = node.run(false).catch((e: unknown) => {
     error = e instanceof DagsyncError ? e : new DagsyncError("internal", String(e), { cause: e });
     log.error({ err: e }, "the sync engine stopped");
+    failed.abort(error);
   });
   const feed: SubDagFeed = node.engine.broadcast;
   let stopped: Promise<void> | undefined;
@@ -140,9 +145,14 @@ export async function createFullNode(options: FullNodeOptions): Promise<Embedded
   };
   return {
     subDags(from, { signal } = {}) {
-      const both = signal === undefined ? stopping.signal : AbortSignal.any([signal, stopping.signal]);
+      const all = AbortSignal.any(
+        signal === undefined ? [stopping.signal, failed.signal] : [signal, stopping.signal, failed.signal],
+      );
       return (async function* () {
-        for await (const view of feed.iterate(from, { signal: both })) yield decodeSubDag(view);
+        for await (const view of feed.iterate(from, { signal: all })) yield decodeSubDag(view);
+        // The feed ends quietly on abort: an abort by the caller or by stop() is the end, but one
+        // because the engine failed is that failure (nothing more will ever come).
+        if (error !== undefined && signal?.aborted !== true) throw error;
       })();
     },
     status() {
