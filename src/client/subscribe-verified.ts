@@ -13,6 +13,10 @@
  * A sub-DAG is yielded only once all of that holds. A bad one throws a VerifyError (`code` names
  * the rule); the peer's refusals throw a SubscriptionError with the same codes as the in-process
  * subscription (out_of_range, not_found, lagged); network failures a PeerError.
+ *
+ * A busy server (RESOURCE_EXHAUSTED with a retry-after-ms hint, e.g. bulk admission under load)
+ * is waited for and asked again, up to `maxBusyRetries` times in a row. Aborting `signal` ends the
+ * iteration quietly; only the cancellation that abort causes is swallowed, never another error.
  */
 import { create } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
@@ -65,7 +69,21 @@ export type VerifiedSubscriptionOptions = (
   readonly client?: Partial<PeerClientOptions> | undefined;
   /** Tries when the peer does not yet hold the votes for a streamed commit. Default 5 (200 ms apart). */
   readonly certifyAttempts?: number | undefined;
+  /**
+   * Busy answers (RESOURCE_EXHAUSTED, not a lag) waited out in a row on one call, FetchCommits or
+   * the opening of the stream, before the PeerError (kind `rate_limited`) is thrown. Each wait is
+   * the server's retry-after-ms hint (250 ms without one, at most 30 s). Default 20
+   * (DEFAULT_MAX_BUSY_RETRIES); 0 fails on the first busy answer.
+   */
+  readonly maxBusyRetries?: number | undefined;
 };
+
+/** Default of `VerifiedSubscriptionOptions.maxBusyRetries`. */
+export const DEFAULT_MAX_BUSY_RETRIES = 20;
+/** Wait after a busy answer without a retry-after-ms hint, ms. */
+const BUSY_WAIT_WITHOUT_HINT_MS = 250;
+/** Longest wait a retry-after-ms hint gets, ms. */
+const BUSY_WAIT_MAX_MS = 30_000;
 
 /** Sub-DAGs from `from` on, from the node at `address`, each verified here before it is yielded. */
 export async function* subscribeVerified(
@@ -100,6 +118,7 @@ export async function* subscribeVerified(
   const client = new PeerClient(address, options.client ?? {});
   const signal = options.signal;
   const attempts = options.certifyAttempts ?? 5;
+  const maxBusyRetries = options.maxBusyRetries ?? DEFAULT_MAX_BUSY_RETRIES;
   /** Digests of commits certified ahead of the stream, by index (≥ from). */
   const certified = new Map<number, Uint8Array>();
 
@@ -108,7 +127,7 @@ export async function* subscribeVerified(
     let tries = 0;
     while (certLast.index < upTo) {
       const start = certLast.index + 1;
-      const response = await fetchOrRefuse(client, start, upTo, signal);
+      const response = await fetchOrRefuse(client, start, upTo, signal, maxBusyRetries);
       const result = verifyCommitBatch({
         commits: response.commits,
         certifierBlocks: response.certifierBlocks,
@@ -122,7 +141,7 @@ export async function* subscribeVerified(
         const error = result.error ?? new VerifyError("missing_quorum", `no certified commit at ${start}`);
         // A node may apply a commit just before it stores the votes of a later batch: ask again.
         if (error.code === "missing_quorum" && ++tries < attempts) {
-          await new Promise((r) => setTimeout(r, 200));
+          await sleep(200, signal, address);
           continue;
         }
         throw error;
@@ -137,11 +156,13 @@ export async function* subscribeVerified(
     if (c.commit.endOfEpoch !== undefined) committee = nextCommitteeFrom(c, committee);
   };
 
+  let stream: AsyncGenerator<{ commit: Uint8Array; blocks: Uint8Array[] }> | undefined;
   try {
     // Headers below `from`: link the trusted start to the commit before the first one streamed.
     await certify(from - 1);
     let last: { index: number; digest: Uint8Array } | undefined;
-    const stream = client.subscribeCommits(from, signal);
+    let busy = 0;
+    stream = client.subscribeCommits(from, signal);
     for (;;) {
       let m: { commit: Uint8Array; blocks: Uint8Array[] };
       try {
@@ -149,8 +170,18 @@ export async function* subscribeVerified(
         if (r.done === true) return;
         m = r.value;
       } catch (e) {
-        throw refusal(e, last === undefined ? from : last.index + 1);
+        const next = last === undefined ? from : last.index + 1;
+        const refused = refusal(e, next);
+        if (isBusy(refused) && busy < maxBusyRetries) {
+          // Refused before it streamed (the server's admission): open it again after the wait.
+          busy++;
+          await sleep(busyWaitMs(refused), signal, address);
+          stream = client.subscribeCommits(next, signal);
+          continue;
+        }
+        throw refused;
       }
+      busy = 0;
       const entry = parseCommit(m.commit);
       if (last !== undefined) verifyLink(entry, last.index, last.digest);
       else if (entry.index !== from)
@@ -181,23 +212,64 @@ export async function* subscribeVerified(
       });
     }
   } catch (e) {
-    if (signal?.aborted === true) return; // the caller stopped it: the iteration just ends
+    // The caller stopped it: the cancellation its abort caused just ends the iteration. Any other
+    // error (a VerifyError found at the same moment, a refusal) is still thrown.
+    if (signal?.aborted === true && e instanceof PeerError && e.kind === "cancelled") return;
     throw e;
   } finally {
+    // End the stream's call ourselves (a no-op once it ended or failed), then the connection.
+    try {
+      await stream?.return(undefined);
+    } catch {
+      // the call is being torn down anyway
+    }
     client.close();
   }
 }
 
+/** A busy answer to wait out: RESOURCE_EXHAUSTED that is not a lagging subscriber. */
+function isBusy(e: unknown): e is PeerError {
+  return e instanceof PeerError && e.kind === "rate_limited";
+}
+
+function busyWaitMs(e: PeerError): number {
+  const hint = e.retryAfterMs;
+  return hint === undefined || hint < 0 ? BUSY_WAIT_WITHOUT_HINT_MS : Math.min(hint, BUSY_WAIT_MAX_MS);
+}
+
+/** Waits `ms`; an abort of `signal` cuts it short with a PeerError("cancelled"), as a call would. */
+function sleep(ms: number, signal: AbortSignal | undefined, peer: string): Promise<void> {
+  const cancelled = () => new PeerError("cancelled", peer, "cancelled while waiting to retry");
+  if (signal?.aborted === true) return Promise.reject(cancelled());
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(cancelled());
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+/** FetchCommits, waiting out up to `maxBusy` busy answers in a row; a refusal as refusal() maps it. */
 async function fetchOrRefuse(
   client: PeerClient,
   start: number,
   end: number,
   signal: AbortSignal | undefined,
+  maxBusy: number,
 ) {
-  try {
-    return await client.fetchCommits(start, end, signal === undefined ? {} : { signal });
-  } catch (e) {
-    throw refusal(e, start);
+  for (let busy = 0; ; busy++) {
+    try {
+      return await client.fetchCommits(start, end, signal === undefined ? {} : { signal });
+    } catch (e) {
+      const refused = refusal(e, start);
+      if (!isBusy(refused) || busy >= maxBusy) throw refused;
+      await sleep(busyWaitMs(refused), signal, client.address);
+    }
   }
 }
 

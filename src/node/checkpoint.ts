@@ -31,10 +31,19 @@ export interface CheckpointFile {
   readonly committee: string;
 }
 
+/**
+ * `bad_checkpoint`: the checkpoint is malformed, or cannot be exported; `wrong_chain`: it belongs
+ * to another genesis (another chain, or another devnet) than the node it is given to.
+ */
+export type CheckpointErrorCode = "bad_checkpoint" | "wrong_chain";
+
 export class CheckpointError extends DagsyncError {
   override readonly name = "CheckpointError";
-  constructor(message: string) {
-    super("bad_checkpoint", message);
+  constructor(
+    message: string,
+    override readonly code: CheckpointErrorCode = "bad_checkpoint",
+  ) {
+    super(code, message);
   }
 }
 
@@ -75,16 +84,35 @@ export async function exportCheckpoint(store: Store, index?: number): Promise<Ch
 
 /** Reads and checks a checkpoint file against the genesis it must belong to. */
 export async function readCheckpoint(path: string, genesisDigest: Uint8Array): Promise<TrustedCheckpoint> {
-  let parsed: Partial<CheckpointFile>;
+  let parsed: unknown;
   try {
-    parsed = JSON.parse(await readFile(path, "utf8")) as Partial<CheckpointFile>;
+    parsed = JSON.parse(await readFile(path, "utf8"));
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     throw new CheckpointError(
       `--checkpoint ${path}: ${code === "ENOENT" ? "file not found" : "not a JSON checkpoint (make one with `dagsync checkpoint export`)"}`,
     );
   }
-  const fail = (why: string) => new CheckpointError(`--checkpoint ${path}: ${why}`);
+  return checkCheckpoint(parsed, genesisDigest, `--checkpoint ${path}`);
+}
+
+/**
+ * Checks a checkpoint (the JSON of `dagsync checkpoint export`, parsed) against the genesis it
+ * must belong to, and decodes it. The one set of checks behind `--checkpoint` and the library's
+ * `createFullNode({checkpoint})`: index ≥ 1, digests of 64 hex digits, the genesis digest (and
+ * chain id) of `genesisDigest`'s chain, a committee of the stated epoch. `where` prefixes messages.
+ */
+export function checkCheckpoint(
+  input: unknown,
+  genesis: Uint8Array | { readonly digest: Uint8Array; readonly chainId?: string | undefined },
+  where = "checkpoint",
+): TrustedCheckpoint {
+  const fail = (why: string, code?: CheckpointErrorCode) => new CheckpointError(`${where}: ${why}`, code);
+  if (typeof input !== "object" || input === null || Array.isArray(input))
+    throw fail("not a checkpoint object (make one with `dagsync checkpoint export`)");
+  const parsed = input as Partial<Record<keyof CheckpointFile, unknown>>;
+  const genesisDigest = genesis instanceof Uint8Array ? genesis : genesis.digest;
+  const chainId = genesis instanceof Uint8Array ? undefined : genesis.chainId;
   if (typeof parsed.index !== "number" || !Number.isSafeInteger(parsed.index) || parsed.index < 1)
     throw fail('"index" must be a commit index ≥ 1');
   if (typeof parsed.digest !== "string" || !/^[0-9a-f]{64}$/i.test(parsed.digest))
@@ -93,7 +121,13 @@ export async function readCheckpoint(path: string, genesisDigest: Uint8Array): P
     throw fail('"genesis_digest" must be 64 hex digits');
   if (!bytesEqual(fromHex(parsed.genesis_digest), genesisDigest))
     throw fail(
-      `it belongs to genesis ${parsed.genesis_digest.slice(0, 8)}, not to --genesis (${shortHex(genesisDigest)})`,
+      `it belongs to genesis ${parsed.genesis_digest.slice(0, 8)}, not to this node's genesis (${shortHex(genesisDigest)}): a checkpoint of another chain`,
+      "wrong_chain",
+    );
+  if (chainId !== undefined && typeof parsed.chain_id === "string" && parsed.chain_id !== chainId)
+    throw fail(
+      `it names chain "${parsed.chain_id}", but the genesis is of chain "${chainId}"`,
+      "wrong_chain",
     );
   if (typeof parsed.epoch !== "number" || typeof parsed.committee !== "string")
     throw fail('"epoch" and "committee" are required');
@@ -107,4 +141,20 @@ export async function readCheckpoint(path: string, genesisDigest: Uint8Array): P
     throw fail(`"committee" is not a valid committee of epoch ${parsed.epoch}: ${(e as Error).message}`);
   }
   return { index: parsed.index, digest: fromHex(parsed.digest), committee: committee.committee };
+}
+
+/**
+ * Checks an already decoded checkpoint (no genesis digest to compare): index ≥ 1, a 32-byte
+ * digest, a committee that passes the sanity checks.
+ */
+export function checkTrustedCheckpoint(cp: TrustedCheckpoint, where = "checkpoint"): TrustedCheckpoint {
+  const fail = (why: string) => new CheckpointError(`${where}: ${why}`);
+  if (!Number.isSafeInteger(cp.index) || cp.index < 1) throw fail("index must be a commit index ≥ 1");
+  if (!(cp.digest instanceof Uint8Array) || cp.digest.length !== 32) throw fail("digest must be 32 bytes");
+  try {
+    new CommitteeView(cp.committee);
+  } catch (e) {
+    throw fail(`the committee is not valid: ${(e as Error).message}`);
+  }
+  return cp;
 }

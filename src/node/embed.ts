@@ -7,25 +7,17 @@
 import { create } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
 import { Registry } from "prom-client";
-import {
-  CommitteeView,
-  DagsyncError,
-  decodeStrict,
-  fromHex,
-  parseGenesis,
-  parseSignedBlock,
-} from "../core/index.js";
+import { DagsyncError, parseGenesis, parseSignedBlock } from "../core/index.js";
 import type { VerifierBackend } from "../crypto/index.js";
 import {
   type CommittedSubDag,
   CommittedSubDagSchema,
-  CommitteeSchema,
   SignedBlockSchema,
 } from "../gen/dagsync/v1/types_pb.js";
 import { type ServerOptionsInput, SyncServer } from "../server/index.js";
 import { type CommittedSubDagView, Store, type SubDagFeed, type TrustedCheckpoint } from "../store/index.js";
 import type { SyncOptions, SyncPhase, SyncStall } from "../sync/index.js";
-import type { CheckpointFile } from "./checkpoint.js";
+import { type CheckpointFile, checkCheckpoint, checkTrustedCheckpoint } from "./checkpoint.js";
 import { readGenesisFile, startFullNode } from "./full-node.js";
 import { silentLogger } from "./logger.js";
 
@@ -76,7 +68,9 @@ export interface EmbeddedFullNode extends AsyncDisposable {
   /**
    * Verified, decoded sub-DAGs from commit `from` on: replayed from the store, then live. Ends when
    * `signal` aborts or the node stops; fails with a SubscriptionError (`out_of_range` below the
-   * lowest available commit, `not_found`, `lagged` with `resumeFrom`).
+   * lowest available commit, `not_found`, `lagged` with `resumeFrom`), or, when the sync engine
+   * stops for good, with its error (a SyncError such as `checkpoint_mismatch` or `store_write`,
+   * also in `status().error`).
    */
   subDags(
     from: number,
@@ -97,14 +91,15 @@ export function decodeSubDag(view: CommittedSubDagView): CommittedSubDag {
   });
 }
 
-function toTrustedCheckpoint(input: CheckpointInput): TrustedCheckpoint {
-  if ("committee" in input && typeof input.committee !== "string") return input as TrustedCheckpoint;
-  const file = input as CheckpointFile;
-  const committee = new CommitteeView(
-    decodeStrict(CommitteeSchema, Buffer.from(file.committee, "base64")),
-    file.epoch,
-  );
-  return { index: file.index, digest: fromHex(file.digest), committee: committee.committee };
+/**
+ * The checkpoint as the store takes it, after the same checks as `--checkpoint` (checkpoint.ts):
+ * a file's genesis digest must be this node's; a decoded one is checked for shape.
+ */
+function toTrustedCheckpoint(input: CheckpointInput, genesis: Uint8Array): TrustedCheckpoint {
+  if ("committee" in input && typeof input.committee !== "string")
+    return checkTrustedCheckpoint(input as TrustedCheckpoint);
+  const g = parseGenesis(genesis);
+  return checkCheckpoint(input, { digest: g.digest, chainId: g.genesis.chainId });
 }
 
 /** Starts a full node that syncs and follows the chain; `stop()` (or `await using`) ends it. */
@@ -120,7 +115,8 @@ export async function createFullNode(options: FullNodeOptions): Promise<Embedded
   const node = await startFullNode({
     store: options.store,
     genesis,
-    checkpoint: options.checkpoint === undefined ? undefined : toTrustedCheckpoint(options.checkpoint),
+    checkpoint:
+      options.checkpoint === undefined ? undefined : toTrustedCheckpoint(options.checkpoint, genesis),
     peers,
     log,
     registry: options.registry ?? new Registry(),
@@ -129,10 +125,13 @@ export async function createFullNode(options: FullNodeOptions): Promise<Embedded
     verifier: options.options?.verifier,
   });
   const stopping = new AbortController();
+  /** Aborted with the engine's fatal error: subscribers stop waiting and throw it. */
+  const failed = new AbortController();
   let error: DagsyncError | undefined;
   const running = node.run(false).catch((e: unknown) => {
     error = e instanceof DagsyncError ? e : new DagsyncError("internal", String(e), { cause: e });
     log.error({ err: e }, "the sync engine stopped");
+    failed.abort(error);
   });
   const feed: SubDagFeed = node.engine.broadcast;
   let stopped: Promise<void> | undefined;
@@ -146,9 +145,14 @@ export async function createFullNode(options: FullNodeOptions): Promise<Embedded
   };
   return {
     subDags(from, { signal } = {}) {
-      const both = signal === undefined ? stopping.signal : AbortSignal.any([signal, stopping.signal]);
+      const all = AbortSignal.any(
+        signal === undefined ? [stopping.signal, failed.signal] : [signal, stopping.signal, failed.signal],
+      );
       return (async function* () {
-        for await (const view of feed.iterate(from, { signal: both })) yield decodeSubDag(view);
+        for await (const view of feed.iterate(from, { signal: all })) yield decodeSubDag(view);
+        // The feed ends quietly on abort: an abort by the caller or by stop() is the end, but one
+        // because the engine failed is that failure (nothing more will ever come).
+        if (error !== undefined && signal?.aborted !== true) throw error;
       })();
     },
     status() {
