@@ -16,7 +16,7 @@
 import type http2 from "node:http2";
 import type { DescMessage, DescMethod, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
 import type { Transport } from "@connectrpc/connect";
-import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { createGrpcTransport } from "@connectrpc/connect-node";
 import { Admin, type GetStatusResponse, GetStatusResponseSchema } from "../gen/dagsync/v1/admin_pb.js";
 import {
   GetCommitAvailabilityResponseSchema,
@@ -34,6 +34,7 @@ import {
 import { PeerError } from "./errors.js";
 import { adaptiveTimeoutMs, DEFAULT_PEER_CLIENT_OPTIONS, type PeerClientOptions } from "./options.js";
 import { decodeResponse, isParseError, rawOutput } from "./strict-response.js";
+import { WideWindowSessionManager } from "./wide-window-sessions.js";
 
 export interface Availability {
   readonly highest: number;
@@ -84,39 +85,6 @@ function peerIndex(peer: string, where: string, value: bigint): number {
       `${where} ${value} is above 2^53 − 1 (${Number.MAX_SAFE_INTEGER}), the largest index dagsync accepts`,
     );
   return Number(value);
-}
-
-/** Widens the connection-level receive window of every session it opens. */
-class WideWindowSessionManager extends Http2SessionManager {
-  private readonly widened = new WeakSet<http2.Http2Session>();
-
-  constructor(
-    url: string,
-    private readonly windowBytes: number,
-    ping: { pingIntervalMs: number; idleConnectionTimeoutMs: number },
-    options: http2.ClientSessionOptions | http2.SecureClientSessionOptions,
-  ) {
-    super(url, ping, options);
-  }
-
-  override async request(
-    method: string,
-    path: string,
-    headers: http2.OutgoingHttpHeaders,
-    options: Omit<http2.ClientSessionRequestOptions, "signal">,
-  ): Promise<http2.ClientHttp2Stream> {
-    const stream = await super.request(method, path, headers, options);
-    const session = stream.session;
-    if (session !== undefined && !this.widened.has(session)) {
-      this.widened.add(session);
-      try {
-        session.setLocalWindowSize(this.windowBytes);
-      } catch {
-        // a session that closes meanwhile keeps its default window; the call fails on its own
-      }
-    }
-    return stream;
-  }
 }
 
 export class PeerClient {

@@ -7,12 +7,12 @@
  * kept as the bytes received, to be hashed), but never throw: each returns its gRPC code, the
  * retry-after-ms trailer and its latency, which is what admission tests look at.
  */
-import type * as http2 from "node:http2";
 import { connect } from "node:net";
 import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Transport } from "@connectrpc/connect";
-import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { createGrpcTransport, type Http2SessionManager } from "@connectrpc/connect-node";
 import { decodeResponse, rawOutput } from "../../src/client/strict-response.js";
+import { WideWindowSessionManager } from "../../src/client/wide-window-sessions.js";
 import { StateSync } from "../../src/gen/dagsync/v1/sync_pb.js";
 import type { BlockRef } from "../../src/gen/dagsync/v1/types_pb.js";
 import {
@@ -32,43 +32,6 @@ export interface Outcome<T> {
   readonly value: T | undefined;
 }
 
-/**
- * Widens each session's connection-level receive window to `windowBytes` (as PeerClient does):
- * with Node's default 64 KiB connection window, a client whose event loop is busy takes seconds
- * to read a 2 MB response, and the server holds that call's bulk ticket all the while.
- */
-class WideSessionManager extends Http2SessionManager {
-  private readonly widened = new WeakSet<http2.Http2Session>();
-
-  constructor(
-    url: string,
-    private readonly windowBytes: number,
-    ping: { pingIntervalMs: number; idleConnectionTimeoutMs: number },
-    options: http2.ClientSessionOptions,
-  ) {
-    super(url, ping, options);
-  }
-
-  override async request(
-    method: string,
-    path: string,
-    headers: http2.OutgoingHttpHeaders,
-    options: Omit<http2.ClientSessionRequestOptions, "signal">,
-  ): Promise<http2.ClientHttp2Stream> {
-    const stream = await super.request(method, path, headers, options);
-    const session = stream.session;
-    if (session !== undefined && this.windowBytes > 65_535 && !this.widened.has(session)) {
-      this.widened.add(session);
-      try {
-        session.setLocalWindowSize(this.windowBytes);
-      } catch {
-        // a session that closes meanwhile keeps its default window
-      }
-    }
-    return stream;
-  }
-}
-
 export class SourceClient {
   private readonly sessions: Http2SessionManager;
   private readonly transport: Transport;
@@ -85,7 +48,7 @@ export class SourceClient {
     windowBytes = 16 * 1024 * 1024,
   ) {
     this.baseUrl = `http://127.0.0.1:${port}`;
-    this.sessions = new WideSessionManager(
+    this.sessions = new WideWindowSessionManager(
       this.baseUrl,
       windowBytes,
       { pingIntervalMs: 60_000, idleConnectionTimeoutMs: 60_000 },
