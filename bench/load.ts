@@ -10,7 +10,6 @@
  * each load is completed MB/s over it. Callers run on worker threads over raw HTTP/2 and decode
  * nothing (test/helpers/bulk-load.ts), so they cost far less than the server they load.
  */
-import type { ChildProcess } from "node:child_process";
 import type { BlockRef } from "../src/gen/dagsync/v1/types_pb.js";
 import { DEFAULT_SERVER_OPTIONS } from "../src/server/options.js";
 import {
@@ -22,6 +21,7 @@ import {
   runBulkLoad,
   startLightProbe,
 } from "../test/helpers/bulk-load.js";
+import { type ServeProcess, stopProcesses } from "./serve-process.js";
 
 export interface LoadPhase {
   readonly label: string;
@@ -109,7 +109,7 @@ async function phase(
  */
 export async function loadBench(
   refs: readonly BlockRef[],
-  start: () => Promise<{ address: string; child: ChildProcess }>,
+  start: () => Promise<ServeProcess>,
   seconds: number,
 ): Promise<LoadReport> {
   const bodies = fetchBlocksBodies(refs, REFS_PER_CALL);
@@ -133,11 +133,7 @@ export async function loadBench(
       phases,
     };
   } finally {
-    await new Promise<void>((resolve) => {
-      if (child.exitCode !== null) return resolve();
-      child.once("exit", () => resolve());
-      child.kill("SIGTERM");
-    });
+    await stopProcesses([child]);
   }
 }
 

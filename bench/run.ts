@@ -16,7 +16,6 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { PeerClient } from "../src/client/index.js";
@@ -31,6 +30,7 @@ import {
 } from "./gossip.js";
 import { type Limits, measureLimits } from "./limits.js";
 import { formatLoadReport, loadBench } from "./load.js";
+import { type ServeProcess, startServeProcess, stopProcesses } from "./serve-process.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 /** The installed command (a wrapper that sets Node's memory options), as an operator runs it. */
@@ -45,15 +45,6 @@ const SYNC_NODE_OPTIONS = process.env.BENCH_SYNC_NODE_OPTIONS;
 /** The devnet generator averages ≈ 4.5 committed blocks per commit with 4 validators. */
 const BLOCKS_PER_COMMIT = 4.5;
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, "127.0.0.1", () => {
-      const a = s.address();
-      s.close(() => resolve(typeof a === "object" && a !== null ? a.port : 0));
-    });
-  });
-}
-
 async function devnet(blocks: number): Promise<DevnetSummary> {
   const dir = join(CACHE, `devnet-${blocks}`);
   const cached = await readDevnetSummary(dir);
@@ -66,39 +57,9 @@ async function devnet(blocks: number): Promise<DevnetSummary> {
   return writeDevnet(dir, { epochs, commitsPerEpoch, seed: 42 });
 }
 
-async function serve(store: string): Promise<{ address: string; child: ChildProcess }> {
-  const port = await freePort();
-  const address = `127.0.0.1:${port}`;
-  const child = spawn(CLI, ["serve", "--store", store, "--listen", address], {
-    stdio: ["ignore", "ignore", "inherit"],
-    env: { ...process.env, DAGSYNC_LOG_LEVEL: "warn" },
-  });
-  const client = new PeerClient(address);
-  for (let i = 0; ; i++) {
-    try {
-      await client.getCommitAvailability();
-      break;
-    } catch (e) {
-      if (i > 200) throw e;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  client.close();
-  return { address, child };
-}
-
-async function stop(children: ChildProcess[]): Promise<void> {
-  await Promise.all(
-    children.map(
-      (c) =>
-        new Promise<void>((resolve) => {
-          if (c.exitCode !== null) return resolve();
-          c.once("exit", () => resolve());
-          c.kill("SIGTERM");
-        }),
-    ),
-  );
-}
+/** A serve process of this checkout's command on `store`. */
+const serve = (store: string): Promise<ServeProcess> => startServeProcess(CLI, store);
+const stop = stopProcesses;
 
 /** FetchBlocks serving throughput: `clients` connections fetch every block in chunks of 1000 refs. */
 async function fetchBlocksThroughput(address: string, refs: BlockRef[], clients: number): Promise<number> {
