@@ -86,12 +86,20 @@ export class Discovery {
   private dirty = false;
   private saving: Promise<void> = Promise.resolve();
   private stopped = false;
+  private advertise: Advertise | undefined;
 
   constructor(private readonly config: DiscoveryConfig) {
     this.book = config.book;
     this.options = { ...DEFAULT_DISCOVERY_LOOP_OPTIONS, ...config.options };
     this.now = config.now ?? Date.now;
     this.random = config.random ?? Math.random;
+    this.advertise = config.advertise;
+  }
+
+  /** Starts (or changes) advertising, e.g. once the server's port is bound. */
+  setAdvertise(advertise: Advertise | undefined): void {
+    this.advertise = advertise;
+    this.selfInfo = undefined;
   }
 
   /** Loads the stored book; returns how many records were loaded. Reports every source. */
@@ -103,9 +111,9 @@ export class Discovery {
     return loaded;
   }
 
-  /** Loads the book, then asks around every `discoveryIntervalMs` until `stop`. */
-  async start(): Promise<void> {
-    await this.load();
+  /** Asks around now and every `discoveryIntervalMs` until `stop` (call `load` first). */
+  start(): void {
+    if (this.timer !== undefined || this.stopped) return;
     this.timer = setInterval(() => void this.round(), this.options.discoveryIntervalMs);
     this.timer.unref?.();
     void this.round();
@@ -139,7 +147,7 @@ export class Discovery {
 
   /** Our signed info, re-signed when older than `resignIntervalMs`; undefined when we do not advertise. */
   self(): Uint8Array | undefined {
-    const a = this.config.advertise;
+    const a = this.advertise;
     if (a === undefined) return undefined;
     const now = this.now();
     if (this.selfInfo === undefined || now - this.selfInfo.signedAtMs >= this.options.resignIntervalMs) {
