@@ -46,6 +46,11 @@ export interface FullNodeConfig {
   readonly listen?: string | undefined;
   /** With `listen` and a network key: the sync address others are told (default: the listen address). */
   readonly advertise?: string | undefined;
+  /**
+   * Sync from the `peers` given and nothing else (`--no-discovery`): no committee addresses, no
+   * stored peers, no peer exchange. Default false.
+   */
+  readonly noDiscovery?: boolean | undefined;
   /** Discovery limits and intervals (DESIGN §9). */
   readonly discovery?: (Partial<DiscoveryOptions> & Partial<DiscoveryLoopOptions>) | undefined;
   /** GetKnownPeers, injected in tests (default: real peer clients). */
@@ -112,11 +117,13 @@ export interface FullNode {
 /** No peer source at all: no committee sync address, no stored peer and no --peer. */
 export class NoPeersError extends DagsyncError {
   override readonly name = "NoPeersError";
-  constructor() {
+  constructor(noDiscovery = false) {
     super(
       "no_peers",
-      "no peer to sync from: the committee carries no sync addresses, the store remembers no peers, " +
-        "and no --peer was given; name at least one node's sync address with --peer HOST:PORT",
+      noDiscovery
+        ? "no peer to sync from: --no-discovery uses only --peer, and none was given; name at least one node's sync address with --peer HOST:PORT"
+        : "no peer to sync from: the committee carries no sync addresses, the store remembers no peers, " +
+            "and no --peer was given; name at least one node's sync address with --peer HOST:PORT",
     );
   }
 }
@@ -177,9 +184,11 @@ export async function startFullNode(config: FullNodeConfig): Promise<FullNode> {
     });
     const refused = discovery.addBootstrap(config.peers);
     if (refused.length > 0) throw new Error(`--peer ${refused.join(", ")}: expected HOST:PORT`);
-    if (initialCommittee !== undefined)
-      discovery.setCommittee(initialCommittee.epoch, initialCommittee.validators);
-    await discovery.load();
+    if (config.noDiscovery !== true) {
+      if (initialCommittee !== undefined)
+        discovery.setCommittee(initialCommittee.epoch, initialCommittee.validators);
+      await discovery.load();
+    }
   } catch (e) {
     await store.close();
     throw e;
@@ -189,12 +198,12 @@ export async function startFullNode(config: FullNodeConfig): Promise<FullNode> {
   );
   if (peerEntries.length === 0) {
     await store.close();
-    throw new NoPeersError();
+    throw new NoPeersError(config.noDiscovery === true);
   }
   // At each epoch change the committee source follows the store's committee of the new epoch.
   let following = false;
   const followCommittee = async () => {
-    if (following || store.watermarks.epoch <= book.epoch) return;
+    if (following || config.noDiscovery === true || store.watermarks.epoch <= book.epoch) return;
     following = true;
     try {
       const epoch = store.watermarks.epoch;
@@ -218,7 +227,7 @@ export async function startFullNode(config: FullNodeConfig): Promise<FullNode> {
       nearTip.applied(refs, epoch);
       if (store.watermarks.epoch > book.epoch) void followCommittee();
     },
-    onNeedPeers: () => void discovery.exchangeNow(),
+    onNeedPeers: config.noDiscovery === true ? undefined : () => void discovery.exchangeNow(),
     store,
     network,
     peers: peerEntries,
@@ -281,7 +290,7 @@ export async function startFullNode(config: FullNodeConfig): Promise<FullNode> {
         });
     }
     if (config.metrics !== undefined) metricsServer = await startMetricsServer(registry, config.metrics);
-    discovery.start();
+    if (config.noDiscovery !== true) discovery.start();
   } catch (e) {
     await discovery.stop();
     await server?.stop();

@@ -26,6 +26,10 @@ export function addSync(program: Command): Command {
       "--checkpoint <file>",
       "start a new store from this trusted checkpoint (from `dagsync checkpoint export`)",
     )
+    .option(
+      "--no-discovery",
+      "sync from the --peer addresses only: no committee addresses, no remembered peers, no peer exchange",
+    )
     .option("--listen <host:port>", "also serve what this node has synced on this address", hostPort)
     .option(
       "--advertise <host:port>",
@@ -73,6 +77,7 @@ export function addSync(program: Command): Command {
         checkpoint?: string;
         listen?: string;
         advertise?: string;
+        discovery: boolean;
         metrics?: string;
         exitWhenSynced?: boolean;
         maxStall: number;
@@ -96,6 +101,7 @@ export function addSync(program: Command): Command {
           peers: opts.peer,
           listen: opts.listen,
           advertise: opts.advertise,
+          noDiscovery: !opts.discovery,
           metrics: opts.metrics,
           log,
           verifier: opts.verifier,
