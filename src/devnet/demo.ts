@@ -16,7 +16,7 @@ import { parseCommit } from "../core/wire.js";
 import { readKeyFile, writeKeyFile } from "../crypto/key-file.js";
 import { Ed25519Signer } from "../crypto/keys.js";
 import { type FullNode, startFullNode } from "../node/full-node.js";
-import { reportProgress } from "../node/progress.js";
+import { peersBySource, reportProgress } from "../node/progress.js";
 import type { DevnetOptions } from "./chain.js";
 import { readDevnetSummary, writeDevnet } from "./write.js";
 
@@ -115,7 +115,7 @@ function reportLive(node: FullNode, validators: readonly string[]): { stop: () =
     process.stdout.write(
       `live: validators at commit ${tip}, full node at ${mine} (lag ${Math.max(0, tip - mine)}); ` +
         `sub-DAG delivered ${p50 === undefined ? "-" : `p50 ${Math.round(p50)} ms, max ${Math.round(max!)} ms`} after a validator formed it; ` +
-        `gossip peers ${node.gossip?.peers().length ?? 0}, near-tip blocks ${node.nearTip.size}\n`,
+        `sync peers ${peersLine(node)}; gossip peers ${node.gossip?.peers().length ?? 0}, near-tip blocks ${node.nearTip.size}\n`,
     );
   }, 2_000);
   return {
@@ -125,6 +125,12 @@ function reportLive(node: FullNode, validators: readonly string[]): { stop: () =
       for (const c of clients) c.close();
     },
   };
+}
+
+/** Sync peers by source, working/known: "committee 4/4, bootstrap 1/1". */
+function peersLine(node: FullNode): string {
+  const by = Object.entries(peersBySource(node.engine)).map(([s, n]) => `${s} ${n}`);
+  return by.length === 0 ? "none" : by.join(", ");
 }
 
 export async function runDemo(options: DemoOptions): Promise<void> {
@@ -177,17 +183,19 @@ export async function runDemo(options: DemoOptions): Promise<void> {
     if (!existsSync(nodeKeyFile)) await writeKeyFile(nodeKeyFile, Ed25519Signer.generate());
     const nodeKey = await readKeyFile(nodeKeyFile);
     for (const v of summary.validators) {
-      const args = ["serve", "--store", v.store, "--listen", v.syncAddress];
+      // Validators advertise themselves (signed with their network key) for peer exchange.
+      const args = [
+        "serve",
+        "--store",
+        v.store,
+        "--listen",
+        v.syncAddress,
+        "--network-key",
+        v.networkKeyFile,
+      ];
       if (options.roundMs > 0)
         args.push(
-          ...[
-            "--gossip-listen",
-            v.gossipAddress,
-            "--network-key",
-            v.networkKeyFile,
-            "--allow-key",
-            toHex(nodeKey.publicKey),
-          ],
+          ...["--gossip-listen", v.gossipAddress, "--allow-key", toHex(nodeKey.publicKey)],
           ...[
             "--live",
             dir,
@@ -218,7 +226,9 @@ export async function runDemo(options: DemoOptions): Promise<void> {
     const node = await startFullNode({
       store: storeDir,
       genesisFile: summary.genesisFile,
-      peers: summary.validators.map((v) => v.syncAddress),
+      // One validator's address: the node finds the others (the genesis committee's addresses,
+      // and peer exchange), as DESIGN §9 says.
+      peers: [summary.validators[0]!.syncAddress],
       listen: options.listen,
       networkKeyFile: options.roundMs > 0 ? nodeKeyFile : undefined,
       log,

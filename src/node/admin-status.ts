@@ -26,6 +26,8 @@ export function toPeerStatus(s: PeerStatusSnapshot): PeerStatus {
     banCount: s.banCount,
     retryAtMs: BigInt(s.retryAtMs),
     consecutiveFailures: s.consecutiveFailures,
+    source: s.source,
+    working: s.working,
   });
 }
 

@@ -6,7 +6,14 @@ import { readFile } from "node:fs/promises";
 import type { Logger } from "pino";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import { DagsyncError, parseGenesis } from "../core/index.js";
-import { createVerifier, readKeyFile, type VerifierBackend } from "../crypto/index.js";
+import { createVerifier, type Ed25519Signer, readKeyFile, type VerifierBackend } from "../crypto/index.js";
+import {
+  Discovery,
+  type DiscoveryLoopOptions,
+  type DiscoveryOptions,
+  PeerBook,
+  type PeerSource,
+} from "../discovery/index.js";
 import { GossipMetrics, GossipNode } from "../gossip/index.js";
 import { SyncServer } from "../server/index.js";
 import { Store, type TrustedCheckpoint } from "../store/index.js";
@@ -19,6 +26,7 @@ import {
 } from "../sync/index.js";
 import { nodeStatusOf } from "./admin-status.js";
 import { readCheckpoint } from "./checkpoint.js";
+import { advertisedAddress, exchangeNetwork, registerDiscoveryMetrics } from "./discovery-wiring.js";
 import { startGossipServer, type TlsFiles } from "./gossip-server.js";
 import { startMetricsServer } from "./metrics-http.js";
 import { NearTipCache, type NearTipCacheOptions } from "./near-tip-cache.js";
@@ -33,8 +41,20 @@ export interface FullNodeConfig {
   readonly checkpoint?: TrustedCheckpoint | undefined;
   /** Metrics go here (default: a fresh registry with Node's default metrics). */
   readonly registry?: Registry | undefined;
+  /** Bootstrap peers (`--peer`): optional when the committee has sync addresses or the store knows peers. */
   readonly peers: readonly string[];
   readonly listen?: string | undefined;
+  /** With `listen` and a network key: the sync address others are told (default: the listen address). */
+  readonly advertise?: string | undefined;
+  /**
+   * Sync from the `peers` given and nothing else (`--no-discovery`): no committee addresses, no
+   * stored peers, no peer exchange. Default false.
+   */
+  readonly noDiscovery?: boolean | undefined;
+  /** Discovery limits and intervals (DESIGN §9). */
+  readonly discovery?: (Partial<DiscoveryOptions> & Partial<DiscoveryLoopOptions>) | undefined;
+  /** GetKnownPeers, injected in tests (default: real peer clients). */
+  readonly discoveryNetwork?: import("../discovery/index.js").DiscoveryNetwork | undefined;
   readonly metrics?: string | undefined;
   readonly log: Logger;
   readonly sync?: Partial<SyncOptions> | undefined;
@@ -88,14 +108,27 @@ export interface FullNode {
   readonly port: number | undefined;
   readonly nearTip: NearTipCache;
   readonly gossip: GossipNode | undefined;
+  readonly discovery: Discovery;
   /** Resolves when the engine stops (or, with untilSynced, when synced). */
   run(untilSynced: boolean): Promise<void>;
   stop(): Promise<void>;
 }
 
+/** No peer source at all: no committee sync address, no stored peer and no --peer. */
+export class NoPeersError extends DagsyncError {
+  override readonly name = "NoPeersError";
+  constructor(noDiscovery = false) {
+    super(
+      "no_peers",
+      noDiscovery
+        ? "no peer to sync from: --no-discovery uses only --peer, and none was given; name at least one node's sync address with --peer HOST:PORT"
+        : "no peer to sync from: the committee carries no sync addresses, the store remembers no peers, " +
+            "and no --peer was given; name at least one node's sync address with --peer HOST:PORT",
+    );
+  }
+}
+
 export async function startFullNode(config: FullNodeConfig): Promise<FullNode> {
-  if (config.peers.length === 0)
-    throw new Error("no --peer given: name at least one validator's sync address");
   let genesis: Uint8Array;
   if (config.genesis !== undefined) {
     parseGenesis(config.genesis);
@@ -116,20 +149,95 @@ export async function startFullNode(config: FullNodeConfig): Promise<FullNode> {
     collectDefaultMetrics({ register: registry });
   }
   const metrics = new SyncMetrics(registry);
+  let bookRef: PeerBook | undefined;
+  registerDiscoveryMetrics(registry, () => bookRef);
   const network =
     config.network ?? new PeerClientNetwork(config.tls?.ca === undefined ? {} : { tlsCa: config.tls.ca });
   const nearTip = new NearTipCache(config.nearTipCache);
-  const engine = new SyncEngine({
+  // Discovery (DESIGN §9): committee, bootstrap and the peers the store remembers.
+  let networkKey: Ed25519Signer | undefined;
+  const initialCommittee = await store.getCommittee(store.watermarks.epoch);
+  const chainId = store.genesis.genesis.chainId;
+  let book: PeerBook;
+  let discovery: Discovery;
+  let engine: SyncEngine | undefined;
+  const initialPeers = new Map<PeerSource, string[]>();
+  try {
+    if (config.networkKeyFile !== undefined) networkKey = await readKeyFile(config.networkKeyFile);
+    book = new PeerBook({
+      chainId,
+      verifier: createVerifier(config.verifier ?? "native"),
+      ownKey: networkKey?.publicKey,
+      options: config.discovery,
+    });
+    discovery = new Discovery({
+      book,
+      chainId,
+      network: config.discoveryNetwork ?? exchangeNetwork(config.tls?.ca),
+      store,
+      log: config.log,
+      options: config.discovery,
+      onPeersChanged: (source, addresses) => {
+        if (engine === undefined) initialPeers.set(source, addresses);
+        else engine.setPeers(source, addresses);
+      },
+    });
+    const refused = discovery.addBootstrap(config.peers);
+    if (refused.length > 0) throw new Error(`--peer ${refused.join(", ")}: expected HOST:PORT`);
+    if (config.noDiscovery !== true) {
+      if (initialCommittee !== undefined)
+        discovery.setCommittee(initialCommittee.epoch, initialCommittee.validators);
+      await discovery.load();
+    }
+  } catch (e) {
+    await store.close();
+    throw e;
+  }
+  const peerEntries = [...initialPeers].flatMap(([source, addresses]) =>
+    addresses.map((address) => ({ address, source })),
+  );
+  if (peerEntries.length === 0) {
+    await store.close();
+    throw new NoPeersError(config.noDiscovery === true);
+  }
+  // At each epoch change the committee source follows the store's committee of the new epoch.
+  let following = false;
+  const followCommittee = async () => {
+    if (following || config.noDiscovery === true || store.watermarks.epoch <= book.epoch) return;
+    following = true;
+    try {
+      const epoch = store.watermarks.epoch;
+      const c = await store.getCommittee(epoch);
+      if (c !== undefined) {
+        config.log.info(
+          { epoch, validators: c.validators.length },
+          "committee changed: peers follow the new committee",
+        );
+        discovery.setCommittee(epoch, c.validators);
+      }
+    } catch {
+      // the store is closing; the next apply retries
+    } finally {
+      following = false;
+    }
+  };
+  const running = new SyncEngine({
     nearTipBlocks: (digest) => nearTip.get(digest),
-    onBlocksApplied: (refs, epoch) => nearTip.applied(refs, epoch),
+    onBlocksApplied: (refs, epoch) => {
+      nearTip.applied(refs, epoch);
+      if (store.watermarks.epoch > book.epoch) void followCommittee();
+    },
+    onNeedPeers: config.noDiscovery === true ? undefined : () => void discovery.exchangeNow(),
     store,
     network,
-    peers: config.peers,
+    peers: peerEntries,
     verifier: createVerifier(config.verifier ?? "native"),
     log: config.log,
     options: config.sync,
     metrics,
   });
+  engine = running;
+  bookRef = book;
   let server: SyncServer | undefined;
   let port: number | undefined;
   let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
@@ -139,13 +247,12 @@ export async function startFullNode(config: FullNodeConfig): Promise<FullNode> {
   let gossip: GossipNode | undefined;
   let gossipServer: Awaited<ReturnType<typeof startGossipServer>> | undefined;
   try {
-    if (config.networkKeyFile !== undefined) {
-      const networkKey = await readKeyFile(config.networkKeyFile);
-      const initial = (await store.getCommittee(store.watermarks.epoch))!;
+    if (networkKey !== undefined) {
+      const initial = initialCommittee!;
       gossip = new GossipNode({
         chainId: store.genesis.genesis.chainId,
         networkKey,
-        committee: () => engine.currentCommittee() ?? initial,
+        committee: () => running.currentCommittee() ?? initial,
         verifier: createVerifier(config.verifier ?? "native"),
         log: config.log,
         metrics: new GossipMetrics(registry),
@@ -164,32 +271,47 @@ export async function startFullNode(config: FullNodeConfig): Promise<FullNode> {
         store,
         log: config.log,
         registry,
-        feed: engine.broadcast,
+        feed: running.broadcast,
         tls: serverTls,
-        onPushCommit: (peer, req) => engine.onPushCommit(peer, Number(req.highestSyncedCommit)),
-        status: () => nodeStatusOf(engine.status(), "full"),
+        onPushCommit: (peer, req) => running.onPushCommit(peer, Number(req.highestSyncedCommit)),
+        status: () => nodeStatusOf(running.status(), "full"),
+        discovery: {
+          self: () => discovery.self(),
+          peers: (limit) => discovery.peers(limit),
+          onCaller: (_peer, signedInfo) => discovery.offer(signedInfo),
+        },
       });
       port = await server.start(config.listen);
+      if (networkKey !== undefined)
+        discovery.setAdvertise({
+          signer: networkKey,
+          syncAddress: advertisedAddress(config.listen, port, config.advertise),
+          gossipAddress: config.gossipListen,
+        });
     }
     if (config.metrics !== undefined) metricsServer = await startMetricsServer(registry, config.metrics);
+    if (config.noDiscovery !== true) discovery.start();
   } catch (e) {
+    await discovery.stop();
     await server?.stop();
     await store.close();
     throw e;
   }
   let stopped = false;
   return {
-    engine,
+    engine: running,
     store,
     registry,
     port,
     nearTip,
     gossip,
-    run: (untilSynced) => engine.run(untilSynced),
+    discovery,
+    run: (untilSynced) => running.run(untilSynced),
     async stop() {
       if (stopped) return;
       stopped = true;
-      await engine.stop();
+      await running.stop();
+      await discovery.stop();
       network.close();
       gossip?.stop();
       await gossipServer?.stop();

@@ -8,6 +8,23 @@ import type { Logger } from "pino";
 import type { SyncEngine } from "../sync/index.js";
 import { loadOptional } from "./optional-module.js";
 
+/** Known peers by source and how many of them are working, e.g. "committee 3/3, bootstrap 1/1, exchange 2/4". */
+export function peersBySource(engine: SyncEngine): Record<string, string> {
+  const out: Record<string, [number, number]> = {};
+  for (const p of engine.peerStatuses()) {
+    const c = (out[p.source] ??= [0, 0]);
+    c[1]++;
+    if (p.working) c[0]++;
+  }
+  return Object.fromEntries(Object.entries(out).map(([s, [w, k]]) => [s, `${w}/${k}`]));
+}
+
+function peersText(engine: SyncEngine): string {
+  const by = peersBySource(engine);
+  const parts = Object.entries(by).map(([s, n]) => `${s} ${n}`);
+  return parts.length === 0 ? "none" : parts.join(", ");
+}
+
 export interface ProgressReporter {
   stop(): void;
 }
@@ -50,6 +67,7 @@ export function reportProgress(
           blocksPerSec: Math.round(r.blocksPerSec),
           mbPerSec: Number(r.mbPerSec.toFixed(1)),
           peers: r.p.usablePeers,
+          peersBySource: peersBySource(engine),
           ...(r.p.stall === undefined ? {} : { stalled: r.p.stall.reason }),
         },
         r.p.stall === undefined ? "sync progress" : "sync progress (stalled: see the warning above)",
@@ -60,7 +78,7 @@ export function reportProgress(
   const bar = new cliProgress.SingleBar(
     {
       format:
-        " {bar} {value}/{total} commits | {blocks} blocks | {mbps} MB/s | ETA {eta_s} | {peers} peers | {phase}",
+        " {bar} {value}/{total} commits | {blocks} blocks | {mbps} MB/s | ETA {eta_s} | {peers} peers ({sources}) | {phase}",
       hideCursor: true,
       etaBuffer: 50,
       stream: process.stderr,
@@ -71,6 +89,7 @@ export function reportProgress(
     blocks: 0,
     mbps: "0.0",
     peers: 0,
+    sources: peersText(engine),
     phase: "starting",
     eta_s: "?",
   });
@@ -81,6 +100,7 @@ export function reportProgress(
       blocks: r.p.blocksApplied,
       mbps: r.mbPerSec.toFixed(1),
       peers: r.p.usablePeers,
+      sources: peersText(engine),
       phase: r.p.phase,
       eta_s: Number.isNaN(r.etaSecs) ? "?" : `${r.etaSecs.toFixed(0)}s`,
     });

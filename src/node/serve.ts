@@ -7,11 +7,13 @@
 import type { Logger } from "pino";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import { type CommitteeView, toHex } from "../core/index.js";
-import { createVerifier, readKeyFile } from "../crypto/index.js";
+import { createVerifier, type Ed25519Signer, readKeyFile } from "../crypto/index.js";
+import { Discovery, PeerBook } from "../discovery/index.js";
 import { GossipMetrics, GossipNode } from "../gossip/index.js";
 import { SyncServer } from "../server/index.js";
 import type { ServerOptionsInput } from "../server/options.js";
 import { type ApplyUnit, Store, SubDagFeed } from "../store/index.js";
+import { advertisedAddress, registerDiscoveryMetrics } from "./discovery-wiring.js";
 import { startGossipServer, type TlsFiles } from "./gossip-server.js";
 import { startMetricsServer } from "./metrics-http.js";
 
@@ -43,7 +45,13 @@ export interface ServeConfig {
   readonly metrics?: string | undefined;
   readonly log: Logger;
   readonly gossipListen?: string | undefined;
+  /** This validator's network key: the live channel's identity, and the key its advertised info is signed with. */
   readonly networkKeyFile?: string | undefined;
+  /**
+   * The sync address advertised to peers (GetKnownPeers `self`); default: this validator's
+   * committee sync address, else the listen address.
+   */
+  readonly advertise?: string | undefined;
   /** Network keys admitted on the gossip port beyond the committee (full nodes). */
   readonly allowKeys?: readonly Uint8Array[] | undefined;
   /** Appends to the store while serving (`serve --live` passes the devnet producer). */
@@ -72,6 +80,20 @@ export async function startServe(config: ServeConfig): Promise<RunningService> {
     // The live producer publishes each applied batch: caught-up subscribers get it from memory.
     // (The server applies its own subscriber limits to each stream.)
     const feed = new SubDagFeed(store);
+    const chainId = store.genesis.genesis.chainId;
+    let committee: CommitteeView = (await store.getCommittee(store.watermarks.epoch))!;
+    const networkKey: Ed25519Signer | undefined =
+      config.networkKeyFile === undefined ? undefined : await readKeyFile(config.networkKeyFile);
+    // Peer exchange (DESIGN §9): a validator answers with the committee's and its callers' infos,
+    // and advertises itself when it has a network key. It dials nobody for peers.
+    const book = new PeerBook({ chainId, verifier: createVerifier("native"), ownKey: networkKey?.publicKey });
+    registerDiscoveryMetrics(registry, () => book);
+    const discovery = new Discovery({
+      book,
+      chainId,
+      network: { getKnownPeers: () => Promise.reject(new Error("a validator does not ask for peers")) },
+    });
+    discovery.setCommittee(committee.epoch, committee.validators);
     const server = new SyncServer({
       store,
       log,
@@ -79,20 +101,32 @@ export async function startServe(config: ServeConfig): Promise<RunningService> {
       feed,
       tls: config.tls,
       options: config.serverOptions,
+      discovery: {
+        self: () => discovery.self(),
+        peers: (limit) => discovery.peers(limit),
+        onCaller: (_peer, signedInfo) => discovery.offer(signedInfo),
+      },
     });
     const port = await server.start(config.listen);
+    if (networkKey !== undefined) {
+      const mine = committee.validators.find((v) => toHex(v.networkKey) === toHex(networkKey.publicKey));
+      discovery.setAdvertise({
+        signer: networkKey,
+        syncAddress: config.advertise ?? mine?.syncAddress ?? advertisedAddress(config.listen, port),
+        gossipAddress:
+          config.gossipListen === undefined ? undefined : (mine?.gossipAddress ?? config.gossipListen),
+      });
+    }
     cleanup.push(() => server.stop());
     if (config.metrics !== undefined) {
       const m = await startMetricsServer(registry, config.metrics);
       cleanup.push(m.close);
     }
 
-    let committee: CommitteeView = (await store.getCommittee(store.watermarks.epoch))!;
     let gossip: GossipNode | undefined;
     let gossipPort: number | undefined;
     if (config.gossipListen !== undefined) {
-      if (config.networkKeyFile === undefined) throw new Error("--gossip-listen needs --network-key FILE");
-      const networkKey = await readKeyFile(config.networkKeyFile);
+      if (networkKey === undefined) throw new Error("--gossip-listen needs --network-key FILE");
       gossip = new GossipNode({
         chainId: store.genesis.genesis.chainId,
         networkKey,
@@ -120,6 +154,7 @@ export async function startServe(config: ServeConfig): Promise<RunningService> {
         onApplied: (units) => feed.publish(units),
       });
       committee = producer.committee;
+      discovery.setCommittee(committee.epoch, committee.validators);
       cleanup.push(() => producer.stop());
     }
 

@@ -62,6 +62,7 @@ async function startStalling(name: string, peers: readonly string[], maxStall: s
     "--genesis",
     ours.summary.genesisFile,
     ...peers.flatMap((p) => ["--peer", p]),
+    "--no-discovery",
     "--exit-when-synced",
     "--max-stall",
     maxStall,

@@ -147,6 +147,7 @@ describe("dagsync sync (multi-process)", { timeout: 120_000 }, () => {
         "--genesis",
         genesisFile,
         ...validators.flatMap((v) => ["--peer", v.address]),
+        "--no-discovery",
         "--listen",
         `127.0.0.1:${port}`,
       ]),

@@ -24,7 +24,15 @@ export function addServe(program: Command): Command {
       "serve the authenticated live channel on this address (default port 9101)",
       hostPort,
     )
-    .option("--network-key <file>", "this validator's network key file (for --gossip-listen)")
+    .option(
+      "--network-key <file>",
+      "this validator's network key file: its live-channel identity (for --gossip-listen), and the key its advertised peer info is signed with",
+    )
+    .option(
+      "--advertise <host:port>",
+      "the sync address advertised to peers (default: this validator's committee sync address, else --listen)",
+      hostPort,
+    )
     .option(
       "--allow-key <hex>",
       "admit this network key on the gossip port beyond the committee (repeat)",
@@ -66,6 +74,7 @@ export function addServe(program: Command): Command {
         metrics?: string;
         gossipListen?: string;
         networkKey?: string;
+        advertise?: string;
         allowKey: string[];
         live?: string;
         index?: number;
@@ -88,6 +97,7 @@ export function addServe(program: Command): Command {
           log,
           gossipListen: opts.gossipListen,
           networkKeyFile: opts.networkKey,
+          advertise: opts.advertise,
           allowKeys: opts.allowKey.map((k) => fromHex(k)),
           tls: await readTls(opts),
           serverOptions: {

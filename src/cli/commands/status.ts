@@ -17,6 +17,11 @@ export function addStatus(program: Command): Command {
       try {
         const s = await client.getStatus();
         console.log(toJsonString(GetStatusResponseSchema, s, { prettySpaces: 2 }));
+        // For people: each peer with its source, on stderr (stdout stays JSON for tools).
+        for (const p of s.peers)
+          console.error(
+            `peer ${p.address}  source=${p.source || "?"}  ${p.working ? "working" : "waiting"}  highest=${p.highest}`,
+          );
       } finally {
         client.close();
       }

@@ -18,7 +18,7 @@ export function addSync(program: Command): Command {
     .option("--genesis <file>", "genesis.pb of the chain; required")
     .option(
       "--peer <host:port>",
-      "a validator's sync address (repeat, or comma-separate, for several); required",
+      "a bootstrap peer's sync address (repeat, or comma-separate, for several); optional when the committee carries sync addresses or the store remembers peers",
       collect(hostPort),
       [],
     )
@@ -26,7 +26,16 @@ export function addSync(program: Command): Command {
       "--checkpoint <file>",
       "start a new store from this trusted checkpoint (from `dagsync checkpoint export`)",
     )
+    .option(
+      "--no-discovery",
+      "sync from the --peer addresses only: no committee addresses, no remembered peers, no peer exchange",
+    )
     .option("--listen <host:port>", "also serve what this node has synced on this address", hostPort)
+    .option(
+      "--advertise <host:port>",
+      "with --listen and --network-key: the sync address other nodes are told (default: the listen address)",
+      hostPort,
+    )
     .option("--metrics <host:port>", "serve Prometheus metrics on http://HOST:PORT/metrics", hostPort)
     .option("--exit-when-synced", "exit 0 once the node holds the highest commit its peers advertise")
     .option(
@@ -54,7 +63,7 @@ export function addSync(program: Command): Command {
     .option("--verifier <backend>", "Ed25519 backend: native or noble", "native")
     .option(
       "--network-key <file>",
-      "join the live channel with this network key (dials the validators' gossip addresses)",
+      "this node's network key (from `dagsync keygen`): joins the live channel (dials the validators' gossip addresses) and, with --listen, advertises this node to peers",
     )
     .option("--gossip-listen <host:port>", "also accept live-channel connections here", hostPort)
     .option("--tls-cert <file>", "TLS certificate chain (PEM) for this node's ports")
@@ -67,6 +76,8 @@ export function addSync(program: Command): Command {
         peer: string[];
         checkpoint?: string;
         listen?: string;
+        advertise?: string;
+        discovery: boolean;
         metrics?: string;
         exitWhenSynced?: boolean;
         maxStall: number;
@@ -89,6 +100,8 @@ export function addSync(program: Command): Command {
           checkpointFile: opts.checkpoint,
           peers: opts.peer,
           listen: opts.listen,
+          advertise: opts.advertise,
+          noDiscovery: !opts.discovery,
           metrics: opts.metrics,
           log,
           verifier: opts.verifier,
@@ -136,5 +149,5 @@ export function addSync(program: Command): Command {
         }
       },
     );
-  return withConfig(sync, ["store", "genesis", "peer"]);
+  return withConfig(sync, ["store", "genesis"]);
 }

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dagsync/v1/admin.proto.
  */
 export const file_dagsync_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChZkYWdzeW5jL3YxL2FkbWluLnByb3RvEgpkYWdzeW5jLnYxIhIKEEdldFN0YXR1c1JlcXVlc3QivQIKEUdldFN0YXR1c1Jlc3BvbnNlEhAKCGNoYWluX2lkGAEgASgJEhYKDmdlbmVzaXNfZGlnZXN0GAIgASgMEh8KF2hpZ2hlc3RfdmVyaWZpZWRfY29tbWl0GAMgASgEEh0KFWhpZ2hlc3Rfc3luY2VkX2NvbW1pdBgEIAEoBBIfChdsb3dlc3RfYXZhaWxhYmxlX2NvbW1pdBgFIAEoBBINCgVlcG9jaBgGIAEoBBISCgpzeW5jX3N0YXRlGAcgASgJEhUKDXRhcmdldF9jb21taXQYCCABKAQSJQoFcGVlcnMYCSADKAsyFi5kYWdzeW5jLnYxLlBlZXJTdGF0dXMSDAoEcm9sZRgKIAEoCRIUCgxzdGFsbF9yZWFzb24YCyABKAkSGAoQc3RhbGxlZF9zaW5jZV9tcxgMIAEoBCKQAgoKUGVlclN0YXR1cxIPCgdhZGRyZXNzGAEgASgJEg8KB2hpZ2hlc3QYAiABKAQSDgoGbG93ZXN0GAMgASgEEg0KBXNjb3JlGAQgASgBEhEKCWluX2ZsaWdodBgFIAEoDRIYChBieXRlc19wZXJfc2Vjb25kGAYgASgBEhIKCmxhc3RfZXJyb3IYByABKAkSDgoGYmFubmVkGAggASgIEhcKD2Jhbm5lZF91bnRpbF9tcxgJIAEoBBIRCglvZmZfY2hhaW4YCiABKAgSEQoJYmFuX2NvdW50GAsgASgNEhMKC3JldHJ5X2F0X21zGAwgASgEEhwKFGNvbnNlY3V0aXZlX2ZhaWx1cmVzGA0gASgNMlEKBUFkbWluEkgKCUdldFN0YXR1cxIcLmRhZ3N5bmMudjEuR2V0U3RhdHVzUmVxdWVzdBodLmRhZ3N5bmMudjEuR2V0U3RhdHVzUmVzcG9uc2ViBnByb3RvMw");
+  fileDesc("ChZkYWdzeW5jL3YxL2FkbWluLnByb3RvEgpkYWdzeW5jLnYxIhIKEEdldFN0YXR1c1JlcXVlc3QivQIKEUdldFN0YXR1c1Jlc3BvbnNlEhAKCGNoYWluX2lkGAEgASgJEhYKDmdlbmVzaXNfZGlnZXN0GAIgASgMEh8KF2hpZ2hlc3RfdmVyaWZpZWRfY29tbWl0GAMgASgEEh0KFWhpZ2hlc3Rfc3luY2VkX2NvbW1pdBgEIAEoBBIfChdsb3dlc3RfYXZhaWxhYmxlX2NvbW1pdBgFIAEoBBINCgVlcG9jaBgGIAEoBBISCgpzeW5jX3N0YXRlGAcgASgJEhUKDXRhcmdldF9jb21taXQYCCABKAQSJQoFcGVlcnMYCSADKAsyFi5kYWdzeW5jLnYxLlBlZXJTdGF0dXMSDAoEcm9sZRgKIAEoCRIUCgxzdGFsbF9yZWFzb24YCyABKAkSGAoQc3RhbGxlZF9zaW5jZV9tcxgMIAEoBCKxAgoKUGVlclN0YXR1cxIPCgdhZGRyZXNzGAEgASgJEg8KB2hpZ2hlc3QYAiABKAQSDgoGbG93ZXN0GAMgASgEEg0KBXNjb3JlGAQgASgBEhEKCWluX2ZsaWdodBgFIAEoDRIYChBieXRlc19wZXJfc2Vjb25kGAYgASgBEhIKCmxhc3RfZXJyb3IYByABKAkSDgoGYmFubmVkGAggASgIEhcKD2Jhbm5lZF91bnRpbF9tcxgJIAEoBBIRCglvZmZfY2hhaW4YCiABKAgSEQoJYmFuX2NvdW50GAsgASgNEhMKC3JldHJ5X2F0X21zGAwgASgEEhwKFGNvbnNlY3V0aXZlX2ZhaWx1cmVzGA0gASgNEg4KBnNvdXJjZRgOIAEoCRIPCgd3b3JraW5nGA8gASgIMlEKBUFkbWluEkgKCUdldFN0YXR1cxIcLmRhZ3N5bmMudjEuR2V0U3RhdHVzUmVxdWVzdBodLmRhZ3N5bmMudjEuR2V0U3RhdHVzUmVzcG9uc2ViBnByb3RvMw");
 
 /**
  * Empty.
@@ -225,6 +225,21 @@ export type PeerStatus = Message<"dagsync.v1.PeerStatus"> & {
    * @generated from field: uint32 consecutive_failures = 13;
    */
   consecutiveFailures: number;
+
+  /**
+   * Where it was learned from: "committee", "bootstrap" (--peer) or "exchange" (GetKnownPeers);
+   * the first of these when several named it (DESIGN §9).
+   *
+   * @generated from field: string source = 14;
+   */
+  source: string;
+
+  /**
+   * True when it is in the working set (used for sync); otherwise known and waiting.
+   *
+   * @generated from field: bool working = 15;
+   */
+  working: boolean;
 };
 
 /**
