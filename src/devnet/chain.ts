@@ -59,6 +59,11 @@ export interface DevnetOptions {
   readonly basePort: number;
   /** Host in validator addresses (default 127.0.0.1). */
   readonly host: string;
+  /**
+   * A validator that rotates its keys at an epoch change also moves to a new address (default
+   * false): the committee's addresses then change across epochs, as a real validator set's do.
+   */
+  readonly moveRotated: boolean;
 }
 
 export const DEFAULT_DEVNET_OPTIONS: DevnetOptions = {
@@ -70,7 +75,31 @@ export const DEFAULT_DEVNET_OPTIONS: DevnetOptions = {
   seed: 1,
   basePort: 9100,
   host: "127.0.0.1",
+  moveRotated: false,
 };
+
+/**
+ * Validator `index`'s sync and gossip addresses in `epoch`: `basePort + 2·slot` and the port after.
+ * The slot is the index; with `moveRotated`, the validator that rotated keys at epoch r (r mod n)
+ * moves to slot n + r − 1 from r on, a port no other validator ever uses.
+ */
+export function validatorAddresses(
+  o: Pick<DevnetOptions, "validators" | "basePort" | "host" | "moveRotated">,
+  epoch: number,
+  index: number,
+): { readonly syncAddress: string; readonly gossipAddress: string } {
+  let slot = index;
+  if (o.moveRotated) {
+    for (let r = epoch; r >= 1; r--) {
+      if (r % o.validators === index) {
+        slot = o.validators + r - 1;
+        break;
+      }
+    }
+  }
+  const port = o.basePort + 2 * slot;
+  return { syncAddress: `${o.host}:${port}`, gossipAddress: `${o.host}:${port + 1}` };
+}
 
 /** One generated commit with everything a store needs to hold it. */
 export interface GeneratedCommit {
@@ -178,7 +207,6 @@ export class DevnetChain {
   }
 
   private makeCommittee(epoch: number, stakes: readonly bigint[]): Committee {
-    const { host, basePort } = this.options;
     return create(CommitteeSchema, {
       epoch: BigInt(epoch),
       validators: this.keys.map((k, i) =>
@@ -186,8 +214,7 @@ export class DevnetChain {
           protocolKey: k.protocol.publicKey,
           networkKey: k.network.publicKey,
           stake: stakes[i]!,
-          syncAddress: `${host}:${basePort + 2 * i}`,
-          gossipAddress: `${host}:${basePort + 2 * i + 1}`,
+          ...validatorAddresses(this.options, epoch, i),
         }),
       ),
     });

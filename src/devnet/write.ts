@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { toHex } from "../core/bytes.js";
 import { writeKeyFile } from "../crypto/key-file.js";
 import { type ApplyUnit, STORE_LAYOUT, Store } from "../store/index.js";
-import { DevnetChain, type DevnetOptions } from "./chain.js";
+import { DevnetChain, type DevnetOptions, validatorAddresses } from "./chain.js";
 
 export interface DevnetSummary {
   readonly dir: string;
@@ -108,8 +108,7 @@ export async function writeDevnet(dir: string, options: Partial<DevnetOptions> =
     await writeKeyFile(networkKeyFile, keys.network);
     validators.push({
       index: i,
-      syncAddress: `${o.host}:${o.basePort + 2 * i}`,
-      gossipAddress: `${o.host}:${o.basePort + 2 * i + 1}`,
+      ...validatorAddresses(o, o.epochs, i),
       store: storePath,
       protocolKeyFile,
       networkKeyFile,

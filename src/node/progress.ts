@@ -12,7 +12,8 @@ import { loadOptional } from "./optional-module.js";
 export function peersBySource(engine: SyncEngine): Record<string, string> {
   const out: Record<string, [number, number]> = {};
   for (const p of engine.peerStatuses()) {
-    const c = (out[p.source] ??= [0, 0]);
+    const c = out[p.source] ?? [0, 0];
+    out[p.source] = c;
     c[1]++;
     if (p.working) c[0]++;
   }

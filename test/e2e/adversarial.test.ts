@@ -128,7 +128,8 @@ async function startNode(
     const metrics = `127.0.0.1:${await freePort()}`;
     const args = ["sync", "--store", store, "--genesis", devnet.summary.genesisFile];
     for (const p of peers) args.push("--peer", p);
-    args.push("--listen", listen, "--metrics", metrics, ...extra);
+    // The scenario is "among these peers only": the devnet committee's addresses stay out.
+    args.push("--no-discovery", "--listen", listen, "--metrics", metrics, ...extra);
     const proc = procs.cli(name, args);
     try {
       await waitServing(listen, proc, 30_000);

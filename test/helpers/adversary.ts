@@ -89,6 +89,11 @@ export interface AdversaryConfig {
   readonly heightLie?: number | undefined;
   /** Size "oversized" pads a response to, bytes. Default 17 MiB (the client reads at most 16 MiB). */
   readonly oversizeBytes?: number | undefined;
+  /**
+   * GetKnownPeers answers exactly these encoded SignedNodeInfo entries, however many (an honest
+   * server sends at most 200), whatever the corruption. Default: the honest, empty answer.
+   */
+  readonly knownPeers?: (() => readonly Uint8Array[]) | undefined;
 }
 
 export interface AdversaryStats {
@@ -172,8 +177,13 @@ export class Adversary {
           ? this.stall("FetchBlocks")
           : this.wrap("FetchBlocks", h.fetchBlocks as UnaryHandler, async (b) => this.blocks(b)),
       pushCommit: this.wrap("PushCommit", h.pushCommit as UnaryHandler, honestly),
-      // No discovery deps: an honest, empty answer.
-      getKnownPeers: this.wrap("GetKnownPeers", h.getKnownPeers as UnaryHandler, honestly),
+      // No discovery deps: an honest, empty answer, unless the config gives the entries.
+      getKnownPeers: this.wrap("GetKnownPeers", h.getKnownPeers as UnaryHandler, async (b) => {
+        const entries = config.knownPeers;
+        return entries === undefined
+          ? { bytes: b, corrupt: false }
+          : corrupted(encodeRawFields([[2, entries()]]));
+      }),
       subscribeCommits: (...args: Parameters<StateSyncHandlers["subscribeCommits"]>) => {
         this.stats.calls.SubscribeCommits++;
         h.subscribeCommits(...args);

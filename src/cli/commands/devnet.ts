@@ -40,6 +40,11 @@ export function addDevnet(program: Command): Command {
       integer(1, 65000),
       DEFAULT_DEVNET_OPTIONS.basePort,
     )
+    .option(
+      "--move-rotated",
+      "a validator that rotates its keys at an epoch change also moves to new ports (base+2(n+r-1) from epoch r on), so the committee's addresses change across epochs",
+      DEFAULT_DEVNET_OPTIONS.moveRotated,
+    )
     .action(
       async (opts: {
         out: string;
@@ -50,6 +55,7 @@ export function addDevnet(program: Command): Command {
         txBytes: number;
         seed: number;
         basePort: number;
+        moveRotated: boolean;
       }) => {
         const started = performance.now();
         const { out, ...devnetOptions } = opts;
