@@ -174,7 +174,8 @@ export async function startFullNode(config: FullNodeConfig): Promise<FullNode> {
       book,
       chainId,
       network: config.discoveryNetwork ?? exchangeNetwork(config.tls?.ca),
-      store,
+      // --no-discovery neither reads nor writes the remembered peers (the store's peers table).
+      store: config.noDiscovery === true ? undefined : store,
       log: config.log,
       options: config.discovery,
       onPeersChanged: (source, addresses) => {

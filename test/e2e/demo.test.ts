@@ -84,6 +84,8 @@ test("demo: catches up with a summary, follows live within a few commits, and Ct
   for (const t of tips.slice(1))
     assert.ok(t.lag <= 5, `the node follows within 5 commits: ${live.join("\n")}`);
   assert.match(live.at(-1)!, /gossip peers [1-4]/);
+  // Given one validator's address, the full node found the other three (the committee's).
+  assert.match(live.at(-1)!, /sync peers committee 4\/4/);
 
   // The full node serves what it follows.
   const client = new PeerClient(listen);

@@ -27,6 +27,7 @@ import { Store } from "../../src/store/index.js";
 import { Adversary } from "../helpers/adversary.js";
 import {
   freePort,
+  logRecords,
   metricSum,
   type Proc,
   ProcGroup,
@@ -219,6 +220,26 @@ describe("discovery across real processes", () => {
     );
     assert.deepEqual(bySource(s, "bootstrap"), [f0.listen]);
     assert.deepEqual(bySource(s, "committee"), finalAddresses());
+    // Operators see the same: `dagsync status` lists each peer with its source, and the progress
+    // line (logged every 5 s off a terminal) counts working/known peers by source.
+    const cli = group.cli("status", ["status", f1.listen]);
+    assert.equal((await cli.wait(20_000)).code, 0, cli.output());
+    const lines = cli.stderr().split("\n");
+    for (const a of finalAddresses())
+      assert.ok(
+        lines.some((l) => l.startsWith(`peer ${a} `) && /source=committee\s+working/.test(l)),
+        `${a} listed as a working committee peer:\n${cli.stderr()}`,
+      );
+    assert.ok(lines.some((l) => l.startsWith(`peer ${f0.listen} `) && l.includes("source=bootstrap")));
+    await waitUntil(
+      () =>
+        logRecords(f1.proc.stderr()).some((r) => {
+          const by = r.peersBySource as Record<string, string> | undefined;
+          return by?.committee === "4/4" && by.bootstrap === "1/1";
+        }),
+      "a progress line with peers by source",
+      12_000,
+    );
     // F0 learned F1 as a caller of GetKnownPeers and relays it: F1 is findable.
     const c = new PeerClient(f0.listen);
     try {
@@ -383,8 +404,12 @@ describe("discovery across real processes", () => {
       const s = await waitSynced(f3);
       assert.equal(Number(s.highestSyncedCommit), commits);
       assert.ok(s.peers.some((p) => p.address === f0.listen && p.working));
-      // Every committee address is known, and dead.
-      assert.deepEqual(bySource(s, "committee"), finalAddresses());
+      // Every committee address is known (the last epoch change comes with the last commit), and dead.
+      await waitUntil(
+        async () => bySource(await status(f3.listen), "committee").join() === finalAddresses().join(),
+        "F3's committee peers to be the tip's committee",
+        10_000,
+      );
       for (const v of validators) assert.notEqual(v.exit, undefined, `${v.name} is stopped`);
       await f3.proc.stop(2_000);
     });

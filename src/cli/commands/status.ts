@@ -20,7 +20,7 @@ export function addStatus(program: Command): Command {
         // For people: each peer with its source, on stderr (stdout stays JSON for tools).
         for (const p of s.peers)
           console.error(
-            `peer ${p.address}  source=${p.source || "?"}  ${p.working ? "working" : "waiting"}  highest=${p.highest}`,
+            `peer ${p.address.padEnd(21)}  source=${(p.source || "?").padEnd(9)}  ${p.working ? "working" : "known  "}  highest=${p.highest}`,
           );
       } finally {
         client.close();
