@@ -272,8 +272,9 @@ export class RecordReader {
       out.push(this.parse(bytes, at, len.next, end));
       at = end;
     }
-    // Keep only the unfinished record (a copy, so the caller's piece is not retained).
-    this.pending = at === bytes.length ? new Uint8Array(0) : bytes.slice(at);
+    // Keep only the unfinished record, copied: the caller may reuse its piece (and a Buffer's
+    // slice() is a view, not a copy).
+    this.pending = at === bytes.length ? new Uint8Array(0) : Uint8Array.prototype.slice.call(bytes, at);
     this.base += at;
     return out;
   }

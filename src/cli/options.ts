@@ -1,4 +1,5 @@
 /** Flag parsers whose errors name the flag and the expected value. */
+import { statSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { InvalidArgumentError } from "commander";
 
@@ -41,6 +42,36 @@ export function collect(parse: (v: string) => string) {
       .filter((v) => v.trim() !== "")
       .map(parse),
   ];
+}
+
+/**
+ * An archive location (DESIGN §10): an http(s):// base URL, or a directory that exists. Repeatable
+ * (no comma-splitting: URLs may hold commas).
+ */
+export function archiveLocation(value: string, previous: string[] = []): string[] {
+  const v = value.trim();
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(v)) {
+    let url: URL;
+    try {
+      url = new URL(v);
+    } catch {
+      throw new InvalidArgumentError("not a valid URL.");
+    }
+    if (url.protocol !== "http:" && url.protocol !== "https:")
+      throw new InvalidArgumentError(
+        `expected a directory or an http:// or https:// URL, not ${url.protocol}//.`,
+      );
+  } else {
+    let isDir = false;
+    try {
+      isDir = statSync(v).isDirectory();
+    } catch {
+      throw new InvalidArgumentError("no such directory (give an archive directory or an http(s):// URL).");
+    }
+    if (!isDir)
+      throw new InvalidArgumentError("not a directory (give an archive directory or an http(s):// URL).");
+  }
+  return [...previous, v];
 }
 
 /** A 32-byte key as 64 hex digits. */

@@ -5,6 +5,7 @@
 import { readFile } from "node:fs/promises";
 import type { Logger } from "pino";
 import { collectDefaultMetrics, Registry } from "prom-client";
+import { type ArchiveReaderOptions, ArchiveSource } from "../archive/index.js";
 import { DagsyncError, parseGenesis } from "../core/index.js";
 import { createVerifier, type Ed25519Signer, readKeyFile, type VerifierBackend } from "../crypto/index.js";
 import {
@@ -18,6 +19,7 @@ import { GossipMetrics, GossipNode } from "../gossip/index.js";
 import { SyncServer } from "../server/index.js";
 import { Store, type TrustedCheckpoint } from "../store/index.js";
 import {
+  ArchiveAwareNetwork,
   PeerClientNetwork,
   SyncEngine,
   SyncMetrics,
@@ -51,6 +53,13 @@ export interface FullNodeConfig {
    * stored peers, no peer exchange. Default false.
    */
   readonly noDiscovery?: boolean | undefined;
+  /**
+   * Archives to read history from (DESIGN §10): directories or http(s):// base URLs. Each is one
+   * more source in the balancer, with its manifest's range, verified like a peer.
+   */
+  readonly archives?: readonly string[] | undefined;
+  /** Archive reader limits and timeouts (src/archive/reader-options.ts). */
+  readonly archive?: Partial<ArchiveReaderOptions> | undefined;
   /** Discovery limits and intervals (DESIGN §9). */
   readonly discovery?: (Partial<DiscoveryOptions> & Partial<DiscoveryLoopOptions>) | undefined;
   /** GetKnownPeers, injected in tests (default: real peer clients). */
@@ -151,8 +160,26 @@ export async function startFullNode(config: FullNodeConfig): Promise<FullNode> {
   const metrics = new SyncMetrics(registry);
   let bookRef: PeerBook | undefined;
   registerDiscoveryMetrics(registry, () => bookRef);
-  const network =
+  const peerNetwork =
     config.network ?? new PeerClientNetwork(config.tls?.ca === undefined ? {} : { tlsCa: config.tls.ca });
+  // Archives (DESIGN §10) answer for their own addresses; every other address is a peer.
+  const archives = (config.archives ?? []).map(
+    (location) =>
+      new ArchiveSource({
+        location,
+        chainId: store.genesis.genesis.chainId,
+        genesisDigest: store.genesis.digest,
+        options: config.archive,
+        onProblem: (e, chunk) =>
+          config.log.warn(
+            { archive: location, code: e.code, chunk: chunk?.file },
+            chunk === undefined
+              ? `archive ${location}: ${e.message}`
+              : `archive ${location}: chunk ${chunk.first}..${chunk.last} is bad (${e.code}): ${e.message}; nothing of it is used, and the archive serves only the commits before it`,
+          ),
+      }),
+  );
+  const network = archives.length === 0 ? peerNetwork : new ArchiveAwareNetwork(peerNetwork, archives);
   const nearTip = new NearTipCache(config.nearTipCache);
   // Discovery (DESIGN §9): committee, bootstrap and the peers the store remembers.
   let networkKey: Ed25519Signer | undefined;
@@ -194,9 +221,10 @@ export async function startFullNode(config: FullNodeConfig): Promise<FullNode> {
     await store.close();
     throw e;
   }
-  const peerEntries = [...initialPeers].flatMap(([source, addresses]) =>
-    addresses.map((address) => ({ address, source })),
-  );
+  const peerEntries = [
+    ...[...initialPeers].flatMap(([source, addresses]) => addresses.map((address) => ({ address, source }))),
+    ...archives.map((a) => ({ address: a.name, source: "archive" as const })),
+  ];
   if (peerEntries.length === 0) {
     await store.close();
     throw new NoPeersError(config.noDiscovery === true);

@@ -93,10 +93,12 @@ export class FetchPipeline {
       if (peer === undefined) continue;
       const reserve = budget.estimateBlocks(chunk.count); // the chunk may have been cut
       const refs = state.batch.refs.slice(chunk.offset, chunk.offset + chunk.count);
+      const { first, last } = seg.chunkCommits(chunk);
       seg.chunkRequested(chunk);
       this.deps.fetch.fetchBlocks(
         peer,
         refs,
+        { first: first.index, last: last.index },
         reserve,
         (res) => {
           if (seg.state !== state) return seg.chunkFailed(chunk); // applied or dropped meanwhile

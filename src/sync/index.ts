@@ -1,3 +1,4 @@
+export * from "./archive-network.js";
 export * from "./broadcast.js";
 export * from "./engine.js";
 export * from "./engine-config.js";

@@ -9,6 +9,11 @@ import type { BlockRef, CommitRef } from "../gen/dagsync/v1/types_pb.js";
 export interface FetchOptions {
   readonly signal: AbortSignal;
   readonly expectedBytes: number;
+  /**
+   * FetchBlocks: the commits the refs belong to (first..last). Peers do not need it; an archive
+   * finds the chunks to read by it.
+   */
+  readonly commits?: { readonly first: number; readonly last: number } | undefined;
 }
 
 export interface SyncNetwork {

@@ -87,6 +87,7 @@ export class PeerFetch {
   fetchBlocks(
     peer: PeerState,
     refs: readonly BlockRef[],
+    commits: { readonly first: number; readonly last: number },
     reserve: number,
     onOk: (res: BlocksResponse) => void,
     onError: (e: unknown) => void,
@@ -94,7 +95,8 @@ export class PeerFetch {
     this.call(
       { peer, method: "FetchBlocks", reserve },
       "FetchBlocks answer",
-      (signal) => this.deps.network.fetchBlocks(peer.address, refs, { signal, expectedBytes: reserve }),
+      (signal) =>
+        this.deps.network.fetchBlocks(peer.address, refs, { signal, expectedBytes: reserve, commits }),
       onOk,
       onError,
     );

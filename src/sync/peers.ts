@@ -20,14 +20,26 @@
 import { bytesEqual } from "../core/bytes.js";
 import type { SyncOptions } from "./options.js";
 
-/** Where a peer was learned from, in order of preference for the working set. */
-export const PEER_SOURCES = ["committee", "bootstrap", "exchange"] as const;
+/**
+ * Where a peer was learned from, in order of preference for the working set. Archives (DESIGN §10,
+ * `--archive`) are sources too, always in the working set and not counted in `maxSyncPeers`: an
+ * operator named them, and they are the source of last resort for pruned history.
+ */
+export const PEER_SOURCES = ["committee", "bootstrap", "exchange", "archive"] as const;
 export type PeerSource = (typeof PEER_SOURCES)[number];
 
 /** A peer to start with: a bare address is a bootstrap peer (`--peer`). */
 export type PeerEntry = string | { readonly address: string; readonly source: PeerSource };
 
-const SOURCE_RANK: Readonly<Record<PeerSource, number>> = { committee: 0, bootstrap: 1, exchange: 2 };
+const SOURCE_RANK: Readonly<Record<PeerSource, number>> = {
+  committee: 0,
+  bootstrap: 1,
+  exchange: 2,
+  archive: 3,
+};
+
+/** Counted in `maxSyncPeers` (every source but archives). */
+const counted = (p: { readonly source: PeerSource }) => p.source !== "archive";
 
 export interface PeerState {
   readonly address: string;
@@ -109,7 +121,9 @@ export class PeerSet {
     }
     const ban = this.departedBans.get(address);
     this.departedBans.delete(address);
-    const room = ban === undefined && this.working().length < this.options.maxSyncPeers;
+    const room =
+      ban === undefined &&
+      (source === "archive" || this.working().filter(counted).length < this.options.maxSyncPeers);
     p = {
       address,
       source,
@@ -218,7 +232,10 @@ export class PeerSet {
           Number(b.working) - Number(a.working) ||
           a.seq - b.seq,
       );
-    const chosen = new Set(ranked.slice(0, this.options.maxSyncPeers));
+    const chosen = new Set([
+      ...ranked.filter(counted).slice(0, this.options.maxSyncPeers),
+      ...ranked.filter((p) => !counted(p)),
+    ]);
     const entered: PeerState[] = [];
     for (const p of this.peers.values()) {
       const working = chosen.has(p);

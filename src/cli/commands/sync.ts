@@ -5,7 +5,7 @@ import { createLogger } from "../../node/logger.js";
 import { reportProgress } from "../../node/progress.js";
 import { DEFAULT_SYNC_OPTIONS } from "../../sync/index.js";
 import { withConfig } from "../config.js";
-import { collect, duration, hostPort, integer, readTlsOrCa } from "../options.js";
+import { archiveLocation, collect, duration, hostPort, integer, readTlsOrCa } from "../options.js";
 
 /** Adds the command to `program`; returns it. */
 export function addSync(program: Command): Command {
@@ -20,6 +20,12 @@ export function addSync(program: Command): Command {
       "--peer <host:port>",
       "a bootstrap peer's sync address (repeat, or comma-separate, for several); optional when the committee carries sync addresses or the store remembers peers",
       collect(hostPort),
+      [],
+    )
+    .option(
+      "--archive <dir|url>",
+      "an archive of this chain's history (a directory or an http(s):// URL of one, from `dagsync archive export`): one more source, used where no peer can serve or where it is faster, verified like a peer (repeat for several)",
+      archiveLocation,
       [],
     )
     .option(
@@ -74,6 +80,7 @@ export function addSync(program: Command): Command {
         store: string;
         genesis: string;
         peer: string[];
+        archive: string[];
         checkpoint?: string;
         listen?: string;
         advertise?: string;
@@ -99,6 +106,7 @@ export function addSync(program: Command): Command {
           genesisFile: opts.genesis,
           checkpointFile: opts.checkpoint,
           peers: opts.peer,
+          archives: opts.archive,
           listen: opts.listen,
           advertise: opts.advertise,
           noDiscovery: !opts.discovery,
