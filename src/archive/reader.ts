@@ -9,8 +9,8 @@
  * A chunk is made ready once (downloaded when remote, then checked against the manifest's size and
  * SHA-256 and indexed: see chunk-index.ts) and kept ready for the next calls; at most
  * `maxOpenChunks` are. A chunk that is missing, truncated, tampered or malformed is marked bad
- * with its reason for `badChunkRetryMs`; while it is, the archive advertises only the commits
- * before it, and nothing of it is ever handed on.
+ * with its reason for `badChunkRetryMs`; while it is, calls for its commits fail at once with that
+ * reason (the engine takes them elsewhere), and nothing of it is ever handed on.
  */
 import { type FileHandle, open } from "node:fs/promises";
 import { bytesEqual, toHex } from "../core/bytes.js";
@@ -89,9 +89,10 @@ export class ArchiveSource {
     const genesisDigest = manifestGenesisDigest(m);
     const sameChain =
       m.chain_id === this.config.chainId && bytesEqual(genesisDigest, this.config.genesisDigest);
-    const chunks = this.usableChunks(m);
+    // The whole manifest, bad chunks included: a bad chunk fails its calls (other sources serve
+    // its range), and the archive still serves the chunks after it.
     const first = m.chunks[0];
-    const last = chunks.at(-1);
+    const last = m.chunks.at(-1);
     return {
       highest: last?.last ?? 0,
       lowest: first?.first ?? 1,
@@ -112,9 +113,10 @@ export class ArchiveSource {
     signal: AbortSignal,
   ): Promise<{ commits: Uint8Array[]; certifierBlocks: Uint8Array[]; bytes: number }> {
     const m = await this.currentManifest(signal);
-    const chunk = this.usableChunks(m).find((c) => c.first <= start && start <= c.last);
+    const chunk = m.chunks.find((c) => c.first <= start && start <= c.last);
     if (chunk === undefined)
       throw new ArchiveError("missing_chunk", `${this.name}: no chunk holds commit ${start}`);
+    this.throwIfBad(chunk);
     const ready = await this.use(chunk, signal);
     try {
       const spans = ready.index.commits.slice(start - chunk.first);
@@ -139,12 +141,13 @@ export class ArchiveSource {
     signal: AbortSignal,
   ): Promise<{ blocks: Uint8Array[]; bytes: number }> {
     const m = await this.currentManifest(signal);
-    const chunks = this.usableChunks(m).filter((c) => c.last >= commits.first && c.first <= commits.last);
+    const chunks = m.chunks.filter((c) => c.last >= commits.first && c.first <= commits.last);
+    if (chunks[0] !== undefined) this.throwIfBad(chunks[0]);
     const blocks: Uint8Array[] = [];
     let bytes = 0;
     let at = 0;
     for (const chunk of chunks) {
-      if (at >= refs.length) break;
+      if (at >= refs.length || (blocks.length > 0 && this.bad.has(chunk.file))) break;
       const ready = await this.use(chunk, signal);
       try {
         const spans = [];
@@ -178,16 +181,12 @@ export class ArchiveSource {
     await this.location.close();
   }
 
-  /** The chunks before the first bad one (bad chunks whose time is up count as good again). */
-  private usableChunks(m: Manifest): readonly ManifestChunk[] {
-    const now = this.now();
-    for (const [i, c] of m.chunks.entries()) {
-      const b = this.bad.get(c.file);
-      if (b === undefined) continue;
-      if (b.until <= now) this.bad.delete(c.file);
-      else return m.chunks.slice(0, i);
-    }
-    return m.chunks;
+  /** A chunk marked bad (and not yet due for another try) fails at once, with its reason. */
+  private throwIfBad(chunk: ManifestChunk): void {
+    const b = this.bad.get(chunk.file);
+    if (b === undefined) return;
+    if (b.until <= this.now()) this.bad.delete(chunk.file);
+    else throw new ArchiveError(b.error.code, `${b.error.message} (marked bad)`);
   }
 
   private async currentManifest(signal: AbortSignal): Promise<Manifest> {

@@ -175,7 +175,7 @@ export async function startFullNode(config: FullNodeConfig): Promise<FullNode> {
             { archive: location, code: e.code, chunk: chunk?.file },
             chunk === undefined
               ? `archive ${location}: ${e.message}`
-              : `archive ${location}: chunk ${chunk.first}..${chunk.last} is bad (${e.code}): ${e.message}; nothing of it is used, and the archive serves only the commits before it`,
+              : `archive ${location}: chunk ${chunk.first}..${chunk.last} is bad (${e.code}): ${e.message}; nothing of it is used (other sources serve its commits; it is read again in 5 min)`,
           ),
       }),
   );

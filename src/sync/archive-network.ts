@@ -4,10 +4,11 @@
  * other address to the peer network. The engine then treats an archive like any peer: in the
  * balancer with its manifest's range, scored by its throughput, its answers verified the same way.
  *
- * An archive's failures map to the peer error kinds the engine already acts on: a bad chunk
- * (missing, truncated, tampered, malformed) is an unavailable range — the engine asks the archive
- * its range again, which now stops before that chunk — and an unreachable host is a network error,
- * backed off like an unreachable peer. Nothing is a ban unless the bytes fail verification.
+ * An archive's failures are failed calls, never bans and never a smaller range: a bad chunk
+ * (missing, truncated, tampered, malformed) or an unreachable host backs the archive off like a
+ * failing peer, so the engine goes to other sources for that range, and a node that has no other
+ * says it is stalled, with the archive's reason, instead of calling itself synced. Only bytes that
+ * fail verification ban it, as they would a peer.
  */
 import { ArchiveError, type ArchiveSource } from "../archive/index.js";
 import { PeerError, type PeerErrorKind } from "../client/index.js";
@@ -18,10 +19,7 @@ function toPeerError(address: string, e: unknown, signal: AbortSignal): PeerErro
   if (signal.aborted) return new PeerError("cancelled", address, "cancelled");
   if (!(e instanceof ArchiveError))
     return new PeerError("network", address, (e as Error).message ?? String(e));
-  const kind: PeerErrorKind =
-    e.code === "unreachable" || e.code === "bad_manifest" || e.code === "other_chain"
-      ? "network"
-      : "unavailable_range";
+  const kind: PeerErrorKind = e.code === "unreachable" ? "network" : "rpc";
   return new PeerError(kind, address, `archive: ${e.message}`);
 }
 
