@@ -3,7 +3,7 @@
  *
  *   BENCH_BLOCKS  blocks in the catch-up chain (default 100000; the RSS check also syncs half)
  *   BENCH_QUICK=1 a smaller run (20000 blocks, shorter limit measurements) for a smoke test
- *   BENCH_ONLY    a comma-separated subset of: serving, load, catchup, gossip (default: all)
+ *   BENCH_ONLY    a comma-separated subset of: serving, load, catchup, archive, gossip (default: all)
  *   BENCH_SYNC_NODE_OPTIONS  V8 options for the syncing node only, in place of bin/dagsync's
  *                 (e.g. "" for V8's defaults instead of the 1 GB heap limit)
  *
@@ -14,13 +14,16 @@
  * Devnets are generated once and cached in bench/.cache.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
-import { mkdir, rm } from "node:fs/promises";
+import { existsSync, readFileSync } from "node:fs";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { MANIFEST_FILE, parseManifest } from "../src/archive/index.js";
 import { PeerClient } from "../src/client/index.js";
 import { type DevnetSummary, readDevnetSummary, writeDevnet } from "../src/devnet/write.js";
 import type { BlockRef } from "../src/gen/dagsync/v1/types_pb.js";
+import { NGINX, startNginx } from "../test/helpers/archive-http.js";
 import { allRefs, fetchEveryBlock } from "./chain-refs.js";
 import {
   BLOCKS_PER_SECOND_PER_NODE,
@@ -38,7 +41,7 @@ const CLI = join(ROOT, "bin/dagsync");
 const CACHE = join(ROOT, "bench/.cache");
 const QUICK = process.env.BENCH_QUICK === "1";
 const ONLY = new Set(
-  (process.env.BENCH_ONLY ?? "serving,load,catchup,gossip").split(",").map((x) => x.trim()),
+  (process.env.BENCH_ONLY ?? "serving,load,catchup,archive,gossip").split(",").map((x) => x.trim()),
 );
 const BLOCKS = Number(process.env.BENCH_BLOCKS ?? (QUICK ? 20_000 : 100_000));
 const SYNC_NODE_OPTIONS = process.env.BENCH_SYNC_NODE_OPTIONS;
@@ -169,14 +172,20 @@ function peakMemory(pid: number): { stop: () => { anonMb: number; fileMb: number
  * catch-up floor then runs against the same servers (refs from the fourth validator's store,
  * which no server holds open).
  */
-async function catchUp(summary: DevnetSummary, floor = false): Promise<CatchUp> {
-  const servers = await Promise.all(summary.validators.slice(0, 3).map((v) => serve(v.store)));
+/**
+ * A full node process catching up `summary`'s chain: from 3 serving processes, or with `archive`,
+ * from that archive alone (a directory or URL; no peer, no discovery).
+ */
+async function catchUp(summary: DevnetSummary, floor = false, archive?: string): Promise<CatchUp> {
+  const servers =
+    archive === undefined ? await Promise.all(summary.validators.slice(0, 3).map((v) => serve(v.store))) : [];
   const serverCpuBefore = serversCpu(servers.map((s) => s.child));
   const store = join(CACHE, "fullnode");
   await rm(store, { recursive: true, force: true });
   try {
     const args = ["sync", "--store", store, "--genesis", summary.genesisFile, "--exit-when-synced"];
     for (const s of servers) args.push("--peer", s.address);
+    if (archive !== undefined) args.push("--no-discovery", "--archive", archive);
     const child = spawn(CLI, args, {
       stdio: ["ignore", "ignore", "pipe"],
       env:
@@ -248,7 +257,8 @@ async function main(): Promise<void> {
     `  Ed25519 verify native / noble          ${f(limits.ed25519NativePerSec, 0)} / ${f(limits.ed25519NoblePerSec, 0)} per s`,
   );
 
-  if (ONLY.has("serving") || ONLY.has("load") || ONLY.has("catchup")) await chainBenches(limits);
+  if (ONLY.has("serving") || ONLY.has("load") || ONLY.has("catchup") || ONLY.has("archive"))
+    await chainBenches(limits);
   if (ONLY.has("gossip")) await gossipBench();
 }
 
@@ -257,7 +267,8 @@ async function chainBenches(limits: Limits): Promise<void> {
   const half = await devnet(Math.round(BLOCKS / 2));
   if (ONLY.has("serving")) await servingBench(limits, full);
   if (ONLY.has("load")) await loadSection(full);
-  if (ONLY.has("catchup")) await catchUpBench(limits, half, full);
+  const fromPeers = ONLY.has("catchup") ? await catchUpBench(limits, half, full) : undefined;
+  if (ONLY.has("archive")) await archiveBench(limits, full, fromPeers);
 }
 
 async function servingBench(limits: Limits, full: DevnetSummary): Promise<void> {
@@ -283,7 +294,7 @@ async function loadSection(full: DevnetSummary): Promise<void> {
   console.log(`\n${formatLoadReport(r)}`);
 }
 
-async function catchUpBench(limits: Limits, half: DevnetSummary, full: DevnetSummary): Promise<void> {
+async function catchUpBench(limits: Limits, half: DevnetSummary, full: DevnetSummary): Promise<CatchUp> {
   const small = await catchUp(half);
   const big = await catchUp(full, true);
   console.log(
@@ -318,6 +329,69 @@ async function catchUpBench(limits: Limits, half: DevnetSummary, full: DevnetSum
   console.log(
     `  peak anonymous RSS half → full       ${f(small.peakAnonMb, 0)} → ${f(big.peakAnonMb, 0)} MB  (file-backed: ${f(small.peakFileMb, 0)} → ${f(big.peakFileMb, 0)} MB)`,
   );
+  return big;
+}
+
+/**
+ * Catch-up from an archive (DESIGN §10) of the full chain, exported once from validator 0's store
+ * (cached beside the devnet): from the directory, and from nginx serving it, beside catch-up from
+ * peers in the same run (measured here if the catch-up section did not run).
+ */
+async function archiveBench(
+  limits: Limits,
+  full: DevnetSummary,
+  fromPeers: CatchUp | undefined,
+): Promise<void> {
+  const dir = join(CACHE, `archive-${BLOCKS}`);
+  const exported = await exportArchiveOnce(full, dir);
+  const peers = fromPeers ?? (await catchUp(full));
+  const fromDir = await catchUp(full, false, dir);
+  const work = await mkdtemp(join(tmpdir(), "dagsync-bench-nginx-"));
+  let fromNginx: CatchUp | undefined;
+  let nginxNote = "";
+  if (existsSync(NGINX)) {
+    const host = await startNginx(dir, work);
+    try {
+      fromNginx = await catchUp(full, false, host.url);
+    } finally {
+      await host.stop();
+      await rm(work, { recursive: true, force: true });
+    }
+  } else nginxNote = ` (${NGINX} is not installed: apt-get install nginx)`;
+  console.log(
+    `\ncatch-up from an archive: ${exported.chunks} chunks, ${f(exported.bytes / 1e6)} MB, exported from validator 0's store`,
+  );
+  for (const [name, r] of [
+    ["3 peers (serving processes)", peers],
+    ["archive directory", fromDir],
+    ["archive over HTTP (nginx)", fromNginx],
+  ] as const) {
+    if (r === undefined) {
+      console.log(`  ${name.padEnd(30)} skipped${nginxNote}`);
+      continue;
+    }
+    console.log(
+      `  ${name.padEnd(30)} ${f(r.seconds, 2)} s — ${f(r.mbPerSec)} MB/s, ratio to LevelDB bound ${f(r.mbPerSec / limits.leveldbWriteMBps, 2)}; ` +
+        `peak RSS ${f(r.maxRssMb, 0)} MB; CPU node ${f(r.nodeCpuSeconds, 2)} core-s`,
+    );
+  }
+}
+
+/** Exports validator 0's store to `dir` unless an archive of it is there already. */
+async function exportArchiveOnce(
+  full: DevnetSummary,
+  dir: string,
+): Promise<{ chunks: number; bytes: number }> {
+  const manifestFile = join(dir, MANIFEST_FILE);
+  if (!existsSync(manifestFile)) {
+    await rm(dir, { recursive: true, force: true });
+    const r = spawnSync(CLI, ["archive", "export", "--store", full.validators[0]!.store, "--out", dir], {
+      stdio: ["ignore", "ignore", "inherit"],
+    });
+    if (r.status !== 0) throw new Error("bench: archive export failed");
+  }
+  const m = parseManifest(readFileSync(manifestFile, "utf8"));
+  return { chunks: m.chunks.length, bytes: m.chunks.reduce((n, c) => n + c.bytes, 0) };
 }
 
 async function gossipBench(): Promise<void> {
