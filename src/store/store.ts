@@ -510,7 +510,8 @@ export class Store {
    * Why compact: LevelDB deletes by writing tombstones, and reclaims the space of a deleted key
    * only when a compaction rewrites the files holding it, which it starts only where it writes
    * again; nothing is written below the lowest kept commit, so without this a pruned store kept
-   * its size (398 MB before and after pruning 18,776 of 20,000 commits). `compactRange` over a
+   * its size (a 417 MB devnet store pruned to its last 1,224 of 20,000 commits: 417 MB after;
+   * with compaction 25 MB, in ≈5 s). `compactRange` over a
    * step's key span rewrites the files overlapping it, at every level, dropping the deleted
    * entries and their tombstones.
    */
