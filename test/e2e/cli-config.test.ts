@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { sha256 } from "../../src/core/digest.js";
 import { parseGenesis } from "../../src/core/genesis.js";
-import { Store } from "../../src/store/index.js";
+import { diskBytes, Store } from "../../src/store/index.js";
 import { ProcGroup, startValidator } from "../helpers/e2e-process.js";
 
 const COMMITS = 40;
@@ -250,7 +250,24 @@ describe("dagsync prune", () => {
     await cp(join(root, "from-file"), store, { recursive: true });
     const r = await cli(["prune", "--store", store, "--keep-from", "25"]);
     assert.equal(r.code, 0, r.output);
-    assert.match(r.stdout, /pruned 24 commits; .* now holds 25\.\.40/);
+    const line =
+      /pruned commits 1\.\.24 \(24 commits deleted\); .* now holds 25\.\.40; store ([\d.]+) (k?B|MB) → ([\d.]+) (k?B|MB)$/m.exec(
+        r.stdout,
+      );
+    assert.ok(line !== null, r.stdout);
+    // Sizes on disk before and after, as `du` counts them (sum of file sizes, powers of 1000).
+    const unit = { B: 1, kB: 1e3, MB: 1e6 } as Record<string, number>;
+    const before = Number(line[1]) * unit[line[2]!]!;
+    const after = Number(line[3]) * unit[line[4]!]!;
+    assert.ok(before > 0 && after > 0, line[0]);
+    assert.ok(
+      Math.abs(after - (await diskBytes(store))) <= after * 0.01,
+      `${line[0]}: ${await diskBytes(store)} bytes now`,
+    );
+    // Nothing left to prune: a line saying so, with the sizes.
+    const again = await cli(["prune", "--store", store, "--keep-from", "25"]);
+    assert.equal(again.code, 0, again.output);
+    assert.match(again.stdout, /nothing to prune below 25; .* now holds 25\.\.40; store .* → /);
     assert.deepEqual(await marks(store), { highest: COMMITS, lowest: 25 });
     const s = await Store.open(store, { mustExist: true, genesis });
     try {

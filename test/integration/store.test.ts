@@ -337,11 +337,11 @@ describe("store", () => {
       await expectPruned(store, 11);
 
       // In small batches (bounded memory), the result is the same.
-      assert.equal(await store.prune(18, 3), 7);
+      assert.equal(await store.prune(18, { commitsPerBatch: 3 }), 7);
       await expectPruned(store, 18);
 
       // keepFrom past the highest never prunes the highest synced commit.
-      assert.equal(await store.prune(1000, 4), 12);
+      assert.equal(await store.prune(1000, { commitsPerBatch: 4 }), 12);
       await expectPruned(store, 30);
       await store.close();
       store = await Store.open(dir);

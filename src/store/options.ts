@@ -1,0 +1,32 @@
+/**
+ * Every limit of pruning (`Store.prune`, `dagsync prune`), with its default and unit, in one place.
+ */
+
+export interface PruneOptions {
+  /**
+   * Commits deleted per step, commits. Default 1024. One step reads these commits (to find
+   * their blocks), deletes their blocks, compacts the blocks' rounds, deletes the commits and
+   * their certifiers, and compacts those indices: memory and the work of one step are bounded by
+   * this many commits, whatever the length of the history pruned.
+   */
+  readonly commitsPerBatch: number;
+  /**
+   * Compact each step's deleted key ranges, so that LevelDB rewrites the table files holding
+   * them and deletes what is no longer referenced (`compactRange`). Default true. Without it the
+   * disk space stays taken until LevelDB compacts those ranges on its own, which it does only when
+   * it writes there again — never, below the lowest kept commit.
+   */
+  readonly compact: boolean;
+}
+
+export const DEFAULT_PRUNE_OPTIONS: PruneOptions = {
+  commitsPerBatch: 1024,
+  compact: true,
+};
+
+export function resolvePruneOptions(input: Partial<PruneOptions> = {}): PruneOptions {
+  const options = { ...DEFAULT_PRUNE_OPTIONS, ...input };
+  if (!Number.isSafeInteger(options.commitsPerBatch) || options.commitsPerBatch < 1)
+    throw new RangeError(`commitsPerBatch must be a positive integer, not ${options.commitsPerBatch}`);
+  return options;
+}
