@@ -156,9 +156,9 @@ export class HttpLocation implements ArchiveLocation {
         );
       }
       if (written < chunk.bytes) {
-        // Cut short: resumed while each attempt makes progress; a host that has no more is final.
-        const why = `${url}: the body ended at byte ${written} of ${chunk.bytes}`;
-        throw new ArchiveError(written > have || !append ? "unreachable" : "truncated_chunk", why);
+        // Cut short: retried, resuming from here (a host whose file really is shorter answers
+        // the resume with 416, which is final).
+        throw new ArchiveError("unreachable", `${url}: the body ended at byte ${written} of ${chunk.bytes}`);
       }
     });
     return path;
