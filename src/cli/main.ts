@@ -6,6 +6,7 @@
 import { readFileSync } from "node:fs";
 import { logVerbosity, setLogVerbosity } from "@grpc/grpc-js";
 import { Command, CommanderError } from "commander";
+import { addArchive } from "./commands/archive.js";
 import { addCheckpoint } from "./commands/checkpoint.js";
 import { addDemo } from "./commands/demo.js";
 import { addDevnet } from "./commands/devnet.js";
@@ -38,6 +39,7 @@ export function createProgram(): Command {
   addSync(program);
   addCheckpoint(program);
   addPrune(program);
+  addArchive(program);
   addStatus(program);
   addDemo(program);
   return program;

@@ -6,6 +6,7 @@
  */
 import type { Logger } from "pino";
 import { collectDefaultMetrics, Registry } from "prom-client";
+import type { ArchiveWriterOptions } from "../archive/options.js";
 import { type CommitteeView, toHex } from "../core/index.js";
 import { createVerifier, type Ed25519Signer, readKeyFile } from "../crypto/index.js";
 import { Discovery, PeerBook } from "../discovery/index.js";
@@ -13,6 +14,7 @@ import { GossipMetrics, GossipNode } from "../gossip/index.js";
 import { SyncServer } from "../server/index.js";
 import type { ServerOptionsInput } from "../server/options.js";
 import { type ApplyUnit, Store, SubDagFeed } from "../store/index.js";
+import { startArchiveLoop } from "./archive-loop.js";
 import { advertisedAddress, registerDiscoveryMetrics } from "./discovery-wiring.js";
 import { startGossipServer, type TlsFiles } from "./gossip-server.js";
 import { startMetricsServer } from "./metrics-http.js";
@@ -59,6 +61,11 @@ export interface ServeConfig {
   readonly tls?: TlsFiles | undefined;
   /** Server limits (admission caps etc.); unset ones keep DEFAULT_SERVER_OPTIONS. */
   readonly serverOptions?: ServerOptionsInput | undefined;
+  /**
+   * Keep an archive (DESIGN §10) current while serving: export to `out` at start and every
+   * `options.exportIntervalMs` (`serve --archive-out`, `--archive-interval`).
+   */
+  readonly archive?: { readonly out: string; readonly options?: Partial<ArchiveWriterOptions> } | undefined;
 }
 
 export interface RunningService {
@@ -158,6 +165,17 @@ export async function startServe(config: ServeConfig): Promise<RunningService> {
       cleanup.push(() => producer.stop());
     }
 
+    if (config.archive !== undefined) {
+      // Started last, stopped first (cleanup runs in reverse): it reads the store until it stops.
+      const archive = startArchiveLoop({
+        store,
+        log,
+        out: config.archive.out,
+        options: config.archive.options,
+      });
+      cleanup.push(() => archive.stop());
+    }
+
     const marks = store.watermarks;
     log.info(
       {
@@ -168,6 +186,7 @@ export async function startServe(config: ServeConfig): Promise<RunningService> {
         chain: store.genesis.genesis.chainId,
         commits: `${marks.lowestAvailable}..${marks.highestSynced}`,
         live: config.producer !== undefined,
+        archive: config.archive?.out,
       },
       "serving",
     );

@@ -2,14 +2,22 @@
  * `dagsync serve`: a validator's store over StateSync and Admin; with `--live`, on a devnet, the
  * devnet's live producer is plugged into serve as its producer hook.
  */
-import type { Command } from "commander";
+import { type Command, InvalidArgumentError } from "commander";
+import { DEFAULT_ARCHIVE_WRITER_OPTIONS } from "../../archive/options.js";
 import { fromHex } from "../../core/bytes.js";
 import { devnetProducer } from "../../devnet/live.js";
 import { createLogger } from "../../node/logger.js";
 import { startServe, untilSignal } from "../../node/serve.js";
 import { DEFAULT_SERVER_OPTIONS } from "../../server/options.js";
 import { withConfig } from "../config.js";
-import { collect, hexKey, hostPort, integer, readTls } from "../options.js";
+import { collect, duration, hexKey, hostPort, integer, readTls } from "../options.js";
+
+/** --archive-interval: a duration of at least 100 ms. */
+function archiveInterval(value: string): number {
+  const ms = duration(value);
+  if (ms < 100) throw new InvalidArgumentError("expected a duration of at least 100ms, such as 30s or 5m.");
+  return ms;
+}
 
 /** Adds the command to `program`; returns it. */
 export function addServe(program: Command): Command {
@@ -67,6 +75,22 @@ export function addServe(program: Command): Command {
       integer(1, 65536),
       DEFAULT_SERVER_OPTIONS.maxServerInflightBytes / (1024 * 1024),
     )
+    .option(
+      "--archive-out <dir>",
+      "keep an archive (manifest.json and chunks/, for `dagsync sync --archive`) of this store current in DIR while serving",
+    )
+    .option(
+      "--archive-interval <duration>",
+      "with --archive-out: how often to export what is new (e.g. 30s, 5m)",
+      archiveInterval,
+      DEFAULT_ARCHIVE_WRITER_OPTIONS.exportIntervalMs,
+    )
+    .option(
+      "--archive-chunk-commits <n>",
+      "with --archive-out: most commits in one chunk",
+      integer(1, 1_000_000),
+      DEFAULT_ARCHIVE_WRITER_OPTIONS.chunkCommits,
+    )
     .action(
       async (opts: {
         store: string;
@@ -86,6 +110,9 @@ export function addServe(program: Command): Command {
         tlsCa?: string;
         maxBulkCalls: number;
         maxServerInflightMib: number;
+        archiveOut?: string;
+        archiveInterval: number;
+        archiveChunkCommits: number;
       }) => {
         const log = createLogger("dagsync");
         if (opts.live !== undefined && opts.index === undefined)
@@ -104,6 +131,13 @@ export function addServe(program: Command): Command {
             maxBulkCalls: opts.maxBulkCalls,
             maxServerInflightBytes: opts.maxServerInflightMib * 1024 * 1024,
           },
+          archive:
+            opts.archiveOut === undefined
+              ? undefined
+              : {
+                  out: opts.archiveOut,
+                  options: { exportIntervalMs: opts.archiveInterval, chunkCommits: opts.archiveChunkCommits },
+                },
           producer:
             opts.live === undefined
               ? undefined
