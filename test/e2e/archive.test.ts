@@ -191,11 +191,11 @@ describe("archives across real processes", {
     });
 
     test("a manifest that lies about a chunk's range is refused for that chunk", async () => {
-      // The third chunk claims one commit more than it holds (and the next one starts after it).
+      // The third chunk claims one commit more than it holds (and the fourth one commit less).
       const lie = (text: string) => {
         const m = JSON.parse(text) as { chunks: { first: number; last: number }[] };
         m.chunks[2]!.last += 1;
-        for (const c of m.chunks.slice(3)) c.first += 1;
+        m.chunks[3]!.first += 1;
         return JSON.stringify(m);
       };
       const host = await startFaultServer(archive, { manifest: lie });

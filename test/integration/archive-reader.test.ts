@@ -26,7 +26,14 @@ const signal = new AbortController().signal;
 
 before(async () => {
   root = await tempDir("dagsync-archive-reader-");
-  devnet = await makeDevnet({ validators: 4, epochs: 2, commitsPerEpoch: 120, txsPerBlock: 4, txBytes: 200, seed: 81 });
+  devnet = await makeDevnet({
+    validators: 4,
+    epochs: 2,
+    commitsPerEpoch: 120,
+    txsPerBlock: 4,
+    txBytes: 200,
+    seed: 81,
+  });
   store = await Store.open(devnet.storePath(0), {});
   archive = join(root, "archive");
   await exportArchive(store, archive, { chunkCommits: 50 });
@@ -55,11 +62,17 @@ async function assertServesChunk(a: ArchiveSource, chunkAt: number, start: numbe
   assert.equal(res.commits.length, chunk.last - start + 1, "the rest of the chunk: one batch");
   const stored = await store.getCommits(start, chunk.last);
   assert.deepEqual(res.commits.map(toHex), stored.map(toHex));
-  assert.deepEqual(res.certifierBlocks.map(toHex), ((await store.getCertifiers(chunk.last)) ?? []).map(toHex));
+  assert.deepEqual(
+    res.certifierBlocks.map(toHex),
+    ((await store.getCertifiers(chunk.last)) ?? []).map(toHex),
+  );
   const refs = res.commits.flatMap((c) => parseCommit(c).commit.blocks);
   const blocks = await a.fetchBlocks(refs, { first: start, last: chunk.last }, signal);
   assert.equal(blocks.blocks.length, refs.length);
-  assert.deepEqual(blocks.blocks.map(toHex), (await store.getBlocks(refs)).map((b) => toHex(b!)));
+  assert.deepEqual(
+    blocks.blocks.map(toHex),
+    (await store.getBlocks(refs)).map((b) => toHex(b!)),
+  );
 }
 
 describe("the archive reader", () => {
@@ -97,7 +110,9 @@ describe("the archive reader", () => {
     }
   });
 
-  test("from nginx: the same answers", { skip: existsSync(NGINX) ? false : `${NGINX} is not installed` }, async () => {
+  test("from nginx: the same answers", {
+    skip: existsSync(NGINX) ? false : `${NGINX} is not installed`,
+  }, async () => {
     const host = await startNginx(archive, join(root, "nginx"));
     const a = source(host.url);
     try {
@@ -122,11 +137,17 @@ describe("the archive reader", () => {
       const host = await startFaultServer(archive, { missing: [manifest.chunks[1]!.file] });
       const a = source(host.url, { onProblem: (e) => problems.push(e) });
       try {
-        await expectFailure(a.fetchCommits(manifest.chunks[1]!.first, manifest.chunks[1]!.last, signal), "missing_chunk");
+        await expectFailure(
+          a.fetchCommits(manifest.chunks[1]!.first, manifest.chunks[1]!.last, signal),
+          "missing_chunk",
+        );
         assert.ok(problems.some((e) => e.code === "missing_chunk"));
         // Marked bad: a second call fails at once, without asking the host again.
         const before = (await host.requests()).length;
-        await expectFailure(a.fetchCommits(manifest.chunks[1]!.first, manifest.chunks[1]!.last, signal), "missing_chunk");
+        await expectFailure(
+          a.fetchCommits(manifest.chunks[1]!.first, manifest.chunks[1]!.last, signal),
+          "missing_chunk",
+        );
         assert.equal((await host.requests()).length, before);
         // The archive still advertises its whole range and serves the next chunk.
         assert.equal((await a.availability(signal)).highest, store.watermarks.highestSynced);
@@ -151,7 +172,9 @@ describe("the archive reader", () => {
 
     test("a body cut short is resumed from where it stopped (Range) and then served whole", async () => {
       const chunk = manifest.chunks[0]!;
-      const host = await startFaultServer(archive, { cut: { path: chunk.file, afterBytes: 5_000, times: 1 } });
+      const host = await startFaultServer(archive, {
+        cut: { path: chunk.file, afterBytes: 5_000, times: 1 },
+      });
       const a = source(host.url);
       try {
         await assertServesChunk(a, 0, 1);
@@ -165,7 +188,9 @@ describe("the archive reader", () => {
 
     test("a host that stops sending is cut after idleTimeoutMs and retried, then reported unreachable", async () => {
       const host = await startFaultServer(archive, { bytesPerSecond: 1 });
-      const a = source(host.url, { options: { idleTimeoutMs: 200, requestTimeoutMs: 500, maxAttempts: 2, retryBaseMs: 10 } });
+      const a = source(host.url, {
+        options: { idleTimeoutMs: 200, requestTimeoutMs: 500, maxAttempts: 2, retryBaseMs: 10 },
+      });
       try {
         await expectFailure(a.fetchCommits(1, 10, signal), "unreachable");
       } finally {
@@ -178,13 +203,16 @@ describe("the archive reader", () => {
       const lie = (text: string) => {
         const m = JSON.parse(text) as { chunks: { first: number; last: number }[] };
         m.chunks[1]!.last += 1;
-        for (const c of m.chunks.slice(2)) c.first += 1;
+        m.chunks[2]!.first += 1;
         return JSON.stringify(m);
       };
       const host = await startFaultServer(archive, { manifest: lie });
       const a = source(host.url);
       try {
-        await expectFailure(a.fetchCommits(manifest.chunks[1]!.first, manifest.chunks[1]!.last, signal), "malformed_chunk");
+        await expectFailure(
+          a.fetchCommits(manifest.chunks[1]!.first, manifest.chunks[1]!.last, signal),
+          "malformed_chunk",
+        );
         await assertServesChunk(a, 0, 1);
       } finally {
         await a.close();
