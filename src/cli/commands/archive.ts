@@ -60,7 +60,7 @@ export function summaryLines(r: ExportResult): string[] {
   const lines: string[] = [];
   if (r.startedFromPruned)
     lines.push(
-      `the store is pruned: the archive begins at its lowest commit ${r.first} (commits below it are in no chunk)`,
+      `the store holds no commits below ${r.first} (pruned, or started from a checkpoint): the archive begins at ${r.first}, and commits below it are in no chunk`,
     );
   const holds =
     r.first === undefined
