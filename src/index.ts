@@ -8,6 +8,17 @@
 export type { Logger } from "pino";
 export type { Registry } from "prom-client";
 export {
+  ArchiveError,
+  type ArchiveErrorCode,
+  type ArchiveReaderOptions,
+  DEFAULT_ARCHIVE_READER_OPTIONS,
+  type Manifest,
+  type ManifestChunk,
+  parseManifest,
+} from "./archive/index.js";
+export { type ArchiveWriterOptions, DEFAULT_ARCHIVE_WRITER_OPTIONS } from "./archive/options.js";
+export { ExportError, type ExportErrorCode, type ExportResult, exportArchive } from "./archive/writer.js";
+export {
   DEFAULT_PEER_CLIENT_OPTIONS,
   PeerClient,
   type PeerClientOptions,

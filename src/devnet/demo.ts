@@ -193,6 +193,9 @@ export async function runDemo(options: DemoOptions): Promise<void> {
         "--network-key",
         v.networkKeyFile,
       ];
+      // Validator 0 keeps an archive of the chain current (DESIGN §10): `dagsync sync --archive
+      // .devnet/archive` reads it, and any static host can serve the directory.
+      if (v.index === 0) args.push("--archive-out", join(dir, "archive"));
       if (options.roundMs > 0)
         args.push(
           ...["--gossip-listen", v.gossipAddress, "--allow-key", toHex(nodeKey.publicKey)],
@@ -217,8 +220,8 @@ export async function runDemo(options: DemoOptions): Promise<void> {
     const deadline = Date.now() + VALIDATOR_START_TIMEOUT_MS;
     await Promise.all(summary.validators.map((v, i) => waitServing(v.syncAddress, validators[i]!, deadline)));
     log.info(
-      { validators: summary.validators.map((v) => v.syncAddress) },
-      `${validators.length} validator processes serving`,
+      { validators: summary.validators.map((v) => v.syncAddress), archive: join(dir, "archive") },
+      `${validators.length} validator processes serving; validator 0 keeps an archive of the chain in ${join(dir, "archive")}`,
     );
 
     const storeDir = join(dir, "fullnode");

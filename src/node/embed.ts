@@ -29,8 +29,19 @@ export interface FullNodeOptions {
   readonly store: string;
   /** The encoded Genesis (genesis.pb's bytes), or the path of genesis.pb. */
   readonly genesis: Uint8Array | string;
-  /** Sync addresses ("host:port") to sync from. Default: the genesis committee's sync addresses. */
+  /**
+   * Bootstrap sync addresses ("host:port"). Default none: the committee's sync addresses (from
+   * genesis, then from each epoch change) and peer exchange find the rest (DESIGN §9), unless
+   * `discovery` is false.
+   */
   readonly peers?: readonly string[] | undefined;
+  /** Find peers beyond `peers` (committee addresses, remembered peers, peer exchange). Default true. */
+  readonly discovery?: boolean | undefined;
+  /**
+   * Archives of the chain's history (DESIGN §10): directories or http(s):// base URLs, from
+   * `dagsync archive export`. Each is one more source, verified like a peer. Default none.
+   */
+  readonly archives?: readonly string[] | undefined;
   /** Start from this trusted checkpoint instead of genesis (history below it is never fetched). */
   readonly checkpoint?: CheckpointInput | undefined;
   /** A pino-compatible logger. Default: silent. */
@@ -106,18 +117,15 @@ function toTrustedCheckpoint(input: CheckpointInput, genesis: Uint8Array): Trust
 export async function createFullNode(options: FullNodeOptions): Promise<EmbeddedFullNode> {
   const genesis =
     typeof options.genesis === "string" ? await readGenesisFile(options.genesis) : options.genesis;
-  const peers =
-    options.peers ??
-    parseGenesis(genesis)
-      .committee.validators.map((v) => v.syncAddress)
-      .filter((a) => a !== "");
   const log = options.logger ?? silentLogger();
   const node = await startFullNode({
     store: options.store,
     genesis,
     checkpoint:
       options.checkpoint === undefined ? undefined : toTrustedCheckpoint(options.checkpoint, genesis),
-    peers,
+    peers: options.peers ?? [],
+    noDiscovery: options.discovery === false,
+    archives: options.archives,
     log,
     registry: options.registry ?? new Registry(),
     sync: options.options?.sync,

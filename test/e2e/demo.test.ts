@@ -4,11 +4,12 @@
  * `live:` lines, and on Ctrl-C stops everything it started.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
+import { parseManifest } from "../../src/archive/index.js";
 import { PeerClient } from "../../src/client/index.js";
 import { freePort, ProcGroup, waitUntil } from "../helpers/e2e-process.js";
 
@@ -40,6 +41,7 @@ async function freeBase(): Promise<number> {
 
 test("demo: catches up with a summary, follows live within a few commits, and Ctrl-C stops every process", async () => {
   root = await mkdtemp(join(tmpdir(), "dagsync-demo-"));
+  const devnetDir = join(root, "devnet");
   const base = await freeBase();
   const listen = `127.0.0.1:${await freePort()}`;
   const demo = group.cli("demo", [
@@ -86,6 +88,19 @@ test("demo: catches up with a summary, follows live within a few commits, and Ct
   assert.match(live.at(-1)!, /gossip peers [1-4]/);
   // Given one validator's address, the full node found the other three (the committee's).
   assert.match(live.at(-1)!, /sync peers committee 4\/4/);
+
+  // Validator 0 keeps an archive of the chain (serve --archive-out): a manifest whose chunks
+  // cover the generated chain from commit 1.
+  const archived = await waitUntil(
+    async () => {
+      const text = await readFile(join(devnetDir, "archive", "manifest.json"), "utf8").catch(() => undefined);
+      const m = text === undefined ? undefined : parseManifest(text);
+      return m !== undefined && (m.chunks.at(-1)?.last ?? 0) >= 120 ? m : undefined;
+    },
+    "validator 0's archive",
+    30_000,
+  );
+  assert.equal(archived.chunks[0]?.first, 1);
 
   // The full node serves what it follows.
   const client = new PeerClient(listen);

@@ -40,6 +40,7 @@ const nodeOptions = (checkpoint: FullNodeOptions["checkpoint"]): FullNodeOptions
   store: join(dir, `node-${++nodes}`),
   genesis: chain.genesis.bytes,
   peers: [`127.0.0.1:${server.port}`],
+  discovery: false,
   checkpoint,
   options: { sync: { peerQueryIntervalMs: 200 } },
 });

@@ -44,6 +44,7 @@ describe("library: createSyncServer + createFullNode", () => {
       store: join(dir, "node"),
       genesis: chain.genesis.bytes,
       peers: [`127.0.0.1:${server.port}`],
+      discovery: false,
       checkpoint: checkpointAt(chain, commits, CHECKPOINT),
       options: { sync: { peerQueryIntervalMs: 200 } },
     });
