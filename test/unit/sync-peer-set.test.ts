@@ -390,7 +390,10 @@ describe("PeerSet: the working set (properties)", () => {
           const all = set.all();
           // Archives (an operator's --archive) always work and take no place of maxSyncPeers.
           const archives = all.filter((p) => p.source === "archive");
-          assert.ok(archives.every((p) => p.working), "every archive works");
+          assert.ok(
+            archives.every((p) => p.working),
+            "every archive works",
+          );
           const counted = all.filter((p) => p.source !== "archive");
           const working = counted.filter((p) => p.working);
           assert.equal(working.length, Math.min(max, counted.length));
