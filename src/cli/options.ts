@@ -1,6 +1,7 @@
 /** Flag parsers whose errors name the flag and the expected value. */
 import { statSync } from "node:fs";
 import { readFile } from "node:fs/promises";
+import { isIP } from "node:net";
 import { InvalidArgumentError } from "commander";
 
 export function integer(min: number, max = Number.MAX_SAFE_INTEGER) {
@@ -72,6 +73,13 @@ export function archiveLocation(value: string, previous: string[] = []): string[
       throw new InvalidArgumentError("not a directory (give an archive directory or an http(s):// URL).");
   }
   return [...previous, v];
+}
+
+/** An IPv4 or IPv6 address (no port). */
+export function ipAddress(value: string): string {
+  const v = value.trim();
+  if (isIP(v) === 0) throw new InvalidArgumentError("expected an IP address such as 127.0.0.11 (no port).");
+  return v;
 }
 
 /** A 32-byte key as 64 hex digits. */

@@ -16,6 +16,11 @@ export interface PeerClientOptions {
   readonly idleConnectionTimeoutMs: number;
   /** TLS: trust this CA (PEM) and use https; absent means plaintext HTTP/2. */
   readonly tlsCa?: Buffer | undefined;
+  /**
+   * Source address of the connection (a multi-homed host choosing its interface; the network
+   * tests give each node a loopback address of its own). Absent: the OS chooses.
+   */
+  readonly localAddress?: string | undefined;
 }
 
 export const DEFAULT_PEER_CLIENT_OPTIONS: PeerClientOptions = {

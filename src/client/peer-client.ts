@@ -103,6 +103,8 @@ export class PeerClient {
     const sessionOptions: http2.SecureClientSessionOptions = {
       settings: { initialWindowSize: Math.min(o.http2WindowBytes, 2 ** 31 - 1) },
       ...(o.tlsCa === undefined ? {} : { ca: o.tlsCa }),
+      // http2.connect hands its options to net.connect / tls.connect, which bind to it.
+      ...(o.localAddress === undefined ? {} : ({ localAddress: o.localAddress } as object)),
     };
     this.sessions = new WideWindowSessionManager(
       baseUrl,

@@ -3,15 +3,15 @@
  * clients, the PeerBook's counters as Prometheus metrics, and the advertised address.
  */
 import { Counter, Gauge, type Registry } from "prom-client";
-import { PeerClient } from "../client/index.js";
+import { PeerClient, type PeerClientOptions } from "../client/index.js";
 import { NODE_INFO_REJECTIONS } from "../core/index.js";
 import { type DiscoveryNetwork, PEER_SOURCES, type PeerBook } from "../discovery/index.js";
 
 /** GetKnownPeers over a short-lived client per call (peers asked every few seconds, not held open). */
-export function exchangeNetwork(tlsCa?: Buffer | undefined): DiscoveryNetwork {
+export function exchangeNetwork(clientOptions: Partial<PeerClientOptions> = {}): DiscoveryNetwork {
   return {
     async getKnownPeers(address, caller) {
-      const client = new PeerClient(address, tlsCa === undefined ? {} : { tlsCa });
+      const client = new PeerClient(address, clientOptions);
       try {
         return await client.getKnownPeers(caller);
       } finally {

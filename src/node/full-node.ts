@@ -71,6 +71,8 @@ export interface FullNodeConfig {
   readonly network?: SyncNetwork | undefined;
   /** Limits of the near-tip block cache (defaults in near-tip-cache.ts). */
   readonly nearTipCache?: Partial<NearTipCacheOptions> | undefined;
+  /** Source address of this node's outgoing sync connections (peers, exchange). Default: the OS's choice. */
+  readonly localAddress?: string | undefined;
   /** Live channel: this node's network key file; with it the node dials every validator's gossip address. */
   readonly networkKeyFile?: string | undefined;
   /** Also accept gossip connections on this address. */
@@ -160,8 +162,11 @@ export async function startFullNode(config: FullNodeConfig): Promise<FullNode> {
   const metrics = new SyncMetrics(registry);
   let bookRef: PeerBook | undefined;
   registerDiscoveryMetrics(registry, () => bookRef);
-  const peerNetwork =
-    config.network ?? new PeerClientNetwork(config.tls?.ca === undefined ? {} : { tlsCa: config.tls.ca });
+  const clientOptions = {
+    ...(config.tls?.ca === undefined ? {} : { tlsCa: config.tls.ca }),
+    ...(config.localAddress === undefined ? {} : { localAddress: config.localAddress }),
+  };
+  const peerNetwork = config.network ?? new PeerClientNetwork(clientOptions);
   // Archives (DESIGN §10) answer for their own addresses; every other address is a peer.
   const archives = (config.archives ?? []).map(
     (location) =>
@@ -200,7 +205,7 @@ export async function startFullNode(config: FullNodeConfig): Promise<FullNode> {
     discovery = new Discovery({
       book,
       chainId,
-      network: config.discoveryNetwork ?? exchangeNetwork(config.tls?.ca),
+      network: config.discoveryNetwork ?? exchangeNetwork(clientOptions),
       // --no-discovery neither reads nor writes the remembered peers (the store's peers table).
       store: config.noDiscovery === true ? undefined : store,
       log: config.log,

@@ -5,7 +5,7 @@ import { createLogger } from "../../node/logger.js";
 import { reportProgress } from "../../node/progress.js";
 import { DEFAULT_SYNC_OPTIONS } from "../../sync/index.js";
 import { withConfig } from "../config.js";
-import { archiveLocation, collect, duration, hostPort, integer, readTlsOrCa } from "../options.js";
+import { archiveLocation, collect, duration, hostPort, integer, ipAddress, readTlsOrCa } from "../options.js";
 
 /** Adds the command to `program`; returns it. */
 export function addSync(program: Command): Command {
@@ -41,6 +41,11 @@ export function addSync(program: Command): Command {
       "--advertise <host:port>",
       "with --listen and --network-key: the sync address other nodes are told (default: the listen address)",
       hostPort,
+    )
+    .option(
+      "--local-address <ip>",
+      "source address of outgoing sync connections (a host with several addresses; default: the OS's choice)",
+      ipAddress,
     )
     .option("--metrics <host:port>", "serve Prometheus metrics on http://HOST:PORT/metrics", hostPort)
     .option("--exit-when-synced", "exit 0 once the node holds the highest commit its peers advertise")
@@ -84,6 +89,7 @@ export function addSync(program: Command): Command {
         checkpoint?: string;
         listen?: string;
         advertise?: string;
+        localAddress?: string;
         discovery: boolean;
         metrics?: string;
         exitWhenSynced?: boolean;
@@ -109,6 +115,7 @@ export function addSync(program: Command): Command {
           archives: opts.archive,
           listen: opts.listen,
           advertise: opts.advertise,
+          localAddress: opts.localAddress,
           noDiscovery: !opts.discovery,
           metrics: opts.metrics,
           log,
