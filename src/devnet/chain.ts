@@ -60,6 +60,12 @@ export interface DevnetOptions {
   /** Host in validator addresses (default 127.0.0.1). */
   readonly host: string;
   /**
+   * One host per validator, overriding `host` (default: none): validator i's addresses are on
+   * `hosts[i]`, so that nodes on one machine look like distinct hosts (127.0.0.11, 127.0.0.12, …)
+   * to per-address limits, discovery and the network tests' link proxies.
+   */
+  readonly hosts?: readonly string[] | undefined;
+  /**
    * A validator that rotates its keys at an epoch change also moves to a new address (default
    * false): the committee's addresses then change across epochs, as a real validator set's do.
    */
@@ -84,7 +90,7 @@ export const DEFAULT_DEVNET_OPTIONS: DevnetOptions = {
  * moves to slot n + r − 1 from r on, a port no other validator ever uses.
  */
 export function validatorAddresses(
-  o: Pick<DevnetOptions, "validators" | "basePort" | "host" | "moveRotated">,
+  o: Pick<DevnetOptions, "validators" | "basePort" | "host" | "hosts" | "moveRotated">,
   epoch: number,
   index: number,
 ): { readonly syncAddress: string; readonly gossipAddress: string } {
@@ -98,7 +104,8 @@ export function validatorAddresses(
     }
   }
   const port = o.basePort + 2 * slot;
-  return { syncAddress: `${o.host}:${port}`, gossipAddress: `${o.host}:${port + 1}` };
+  const host = o.hosts?.[index] ?? o.host;
+  return { syncAddress: `${host}:${port}`, gossipAddress: `${host}:${port + 1}` };
 }
 
 /** One generated commit with everything a store needs to hold it. */
@@ -176,6 +183,8 @@ export class DevnetChain {
   constructor(options: Partial<DevnetOptions> = {}) {
     this.options = { ...DEFAULT_DEVNET_OPTIONS, ...options };
     const o = this.options;
+    if (o.hosts !== undefined && o.hosts.length !== o.validators)
+      throw new RangeError(`devnet: ${o.hosts.length} hosts for ${o.validators} validators (give one each)`);
     this.chainId = o.chainId ?? `dagsync-devnet-${o.seed}`;
     this.rng = new Rng(`dagsync/devnet/${o.seed}/shape`);
     this.commitsPerEpoch = o.commitsPerEpoch;

@@ -27,6 +27,8 @@ export interface LiveConfig {
   readonly txsPerRound: number;
   /** Sync addresses to PushCommit to after each new commit. */
   readonly followers: readonly string[];
+  /** Source address of the PushCommit connections (default: the OS's choice). */
+  readonly localAddress?: string;
 }
 
 /** The live devnet producer of one validator, as a `serve` producer hook. */
@@ -65,7 +67,13 @@ async function startLiveProducer(
       } else pending.push(c);
     }
   }
-  const followers = live.followers.map((a) => new PeerClient(a, { smallCallTimeoutMs: 1000 }));
+  const followers = live.followers.map(
+    (a) =>
+      new PeerClient(a, {
+        smallCallTimeoutMs: 1000,
+        ...(live.localAddress === undefined ? {} : { localAddress: live.localAddress }),
+      }),
+  );
   let busy = false;
   const tick = async () => {
     if (busy) return;

@@ -22,7 +22,12 @@ import {
   verifySignedBlock,
 } from "../../src/core/index.js";
 import { NativeVerifier } from "../../src/crypto/verifier.js";
-import { DevnetChain, type DevnetOptions, type GeneratedCommit } from "../../src/devnet/chain.js";
+import {
+  DevnetChain,
+  type DevnetOptions,
+  type GeneratedCommit,
+  validatorAddresses,
+} from "../../src/devnet/chain.js";
 
 const OPTIONS: Partial<DevnetOptions> = { validators: 4, epochs: 3, commitsPerEpoch: 30 };
 const chain = new DevnetChain(OPTIONS);
@@ -314,5 +319,30 @@ describe("devnet chain: determinism", () => {
     assert.notDeepEqual(other.genesis.digest, chain.genesis.digest);
     const same = digestsOf(otherCommits).filter((d, i) => d === digestsOf(commits)[i]);
     assert.equal(same.length, 0, "no commit digest is shared between seeds");
+  });
+});
+
+describe("devnet chain: validator hosts", () => {
+  test("hosts puts each validator on its own address, in genesis and across moves", () => {
+    const hosts = ["127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.14"];
+    const chain = new DevnetChain({ ...OPTIONS, hosts, moveRotated: true });
+    const members = chain.genesis.committee.validators;
+    assert.deepEqual(
+      members.map((m) => m.syncAddress.split(":")[0]),
+      hosts,
+      "genesis sync addresses carry each validator's host",
+    );
+    assert.deepEqual(
+      members.map((m) => m.gossipAddress.split(":")[0]),
+      hosts,
+      "genesis gossip addresses carry each validator's host",
+    );
+    // The mover keeps its host and changes its port.
+    const moved = validatorAddresses({ ...chain.options }, 1, 1);
+    assert.equal(moved.syncAddress, `127.0.0.12:${chain.options.basePort + 2 * 4}`);
+  });
+
+  test("a hosts list of the wrong length is refused", () => {
+    assert.throws(() => new DevnetChain({ ...OPTIONS, hosts: ["127.0.0.11"] }), /1 hosts for 4 validators/);
   });
 });

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import type { Command } from "commander";
 import { DEFAULT_DEVNET_OPTIONS } from "../../devnet/chain.js";
 import { writeDevnet } from "../../devnet/write.js";
-import { integer } from "../options.js";
+import { collect, integer, ipAddress } from "../options.js";
 
 /** Adds the command to `program`; returns it. */
 export function addDevnet(program: Command): Command {
@@ -41,6 +41,11 @@ export function addDevnet(program: Command): Command {
       DEFAULT_DEVNET_OPTIONS.basePort,
     )
     .option(
+      "--hosts <ips>",
+      "one host per validator, comma-separated (e.g. 127.0.0.11,127.0.0.12,…), so that they look like distinct machines (default: 127.0.0.1 for all)",
+      collect(ipAddress),
+    )
+    .option(
       "--move-rotated",
       "a validator that rotates its keys at an epoch change also moves to new ports (base+2(n+r-1) from epoch r on), so the committee's addresses change across epochs",
       DEFAULT_DEVNET_OPTIONS.moveRotated,
@@ -55,8 +60,13 @@ export function addDevnet(program: Command): Command {
         txBytes: number;
         seed: number;
         basePort: number;
+        hosts?: string[];
         moveRotated: boolean;
       }) => {
+        if (opts.hosts !== undefined && opts.hosts.length !== opts.validators)
+          throw new Error(
+            `--hosts: ${opts.hosts.length} hosts for ${opts.validators} validators (give one per validator)`,
+          );
         const started = performance.now();
         const { out, ...devnetOptions } = opts;
         const s = await writeDevnet(out, devnetOptions);

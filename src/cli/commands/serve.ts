@@ -10,7 +10,7 @@ import { createLogger } from "../../node/logger.js";
 import { startServe, untilSignal } from "../../node/serve.js";
 import { DEFAULT_SERVER_OPTIONS } from "../../server/options.js";
 import { withConfig } from "../config.js";
-import { collect, duration, hexKey, hostPort, integer, readTls } from "../options.js";
+import { collect, duration, hexKey, hostPort, integer, ipAddress, readTls } from "../options.js";
 
 /** --archive-interval: a duration of at least 100 ms. */
 function archiveInterval(value: string): number {
@@ -60,6 +60,11 @@ export function addServe(program: Command): Command {
       collect(hostPort),
       [],
     )
+    .option(
+      "--local-address <ip>",
+      "with --live: source address of the PushCommit connections to followers (a host with several addresses; default: the OS's choice)",
+      ipAddress,
+    )
     .option("--tls-cert <file>", "TLS certificate chain (PEM) for both ports")
     .option("--tls-key <file>", "TLS private key (PEM)")
     .option("--tls-ca <file>", "CA (PEM) to trust when dialing peers over TLS")
@@ -105,6 +110,7 @@ export function addServe(program: Command): Command {
         roundMs: number;
         txsPerRound: number;
         follower: string[];
+        localAddress?: string;
         tlsCert?: string;
         tlsKey?: string;
         tlsCa?: string;
@@ -147,6 +153,7 @@ export function addServe(program: Command): Command {
                   roundMs: opts.roundMs,
                   txsPerRound: opts.txsPerRound,
                   followers: opts.follower,
+                  ...(opts.localAddress === undefined ? {} : { localAddress: opts.localAddress }),
                 }),
         });
         await untilSignal(() => running.stop());
