@@ -50,6 +50,7 @@ import { Handshake, runHandshake } from "./handshake-machine.js";
 import { InboundScheduler, Lanes } from "./lanes.js";
 import type { GossipMetrics } from "./metrics.js";
 import { type GossipOptions, type GossipOptionsInput, resolveGossipOptions } from "./options.js";
+import { PendingHandshakes, peerHost } from "./pending-handshakes.js";
 import { Relay } from "./relay.js";
 import {
   GOSSIP_CONNECT_PATH,
@@ -88,6 +89,7 @@ export class GossipNode {
   readonly options: GossipOptions;
   private readonly sessions = new Map<string, Session>();
   private readonly blocker: Blocker;
+  private readonly pending: PendingHandshakes;
   private readonly nonces: NonceCache;
   private readonly lanes: Lanes;
   private readonly relay: Relay;
@@ -109,6 +111,7 @@ export class GossipNode {
     const o = this.options;
     this.now = config.now ?? (() => Date.now());
     this.blocker = new Blocker(o.blockDurationMs);
+    this.pending = new PendingHandshakes(o.maxPendingHandshakes, o.maxPendingHandshakesPerAddress);
     this.nonces = new NonceCache(o.maxHelloAgeMs + o.maxHelloSkewMs);
     this.lanes = new Lanes(o, config.metrics, config.now);
     this.relay = new Relay({
@@ -221,7 +224,23 @@ export class GossipNode {
   readonly connectHandler = (call: grpc.ServerDuplexStream<Uint8Array, Uint8Array>): void => {
     const peerLabel = call.getPeer();
     let session: Session | undefined;
+    const refuse = (details: string) => {
+      this.config.metrics?.handshakes.inc({ role: "listener", result: "RESOURCE_EXHAUSTED" });
+      call.removeAllListeners("data");
+      call.emit("error", { code: grpc.status.RESOURCE_EXHAUSTED, details, metadata: new grpc.Metadata() });
+    };
+    // Evicting a pending handshake ends its stream; `run` exists by then (eviction happens later).
+    const admission = this.pending.admit(peerHost(peerLabel), () => {
+      run.dispose();
+      refuse("handshake evicted: too many handshakes in progress on this node");
+    });
+    if (!admission.admitted) {
+      this.config.log.debug({ peer: peerLabel, reason: admission.reason }, "gossip handshake refused");
+      refuse(admission.reason);
+      return;
+    }
     const run = runHandshake(this.handshake("listener"), call, this.options.handshakeTimeoutMs, (state) => {
+      admission.ticket.release();
       if (state.status === "failed") {
         const { error } = state;
         const code =
@@ -236,8 +255,12 @@ export class GossipNode {
       session = new Session(state.theirs.networkKey, "listener", peerLabel, call);
       this.establish(session);
     });
-    call.on("error", () => run.dispose());
-    call.on("cancelled", () => run.dispose());
+    const settle = () => {
+      admission.ticket.release();
+      run.dispose();
+    };
+    call.on("error", settle);
+    call.on("cancelled", settle);
     this.transportWatch.onRejected(call.metadata, (details) => {
       if (session !== undefined) {
         const status = this.block(session, "oversized_frame", `over the transport limit: ${details}`);
@@ -246,7 +269,7 @@ export class GossipNode {
       }
       // Before the handshake the sender's key is not proven: blocking it would let anyone get a
       // committee member blocked. grpc-js's RESOURCE_EXHAUSTED ends the stream; it is counted.
-      run.dispose();
+      settle();
       this.config.metrics?.handshakes.inc({ role: "listener", result: "RESOURCE_EXHAUSTED" });
       this.config.log.info(
         { peer: peerLabel, reason: details },

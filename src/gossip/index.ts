@@ -7,4 +7,5 @@ export * from "./handshake-machine.js";
 export * from "./lanes.js";
 export * from "./metrics.js";
 export * from "./options.js";
+export * from "./pending-handshakes.js";
 export * from "./transport-limit.js";

@@ -25,6 +25,13 @@ export interface LaneOptions {
 export interface GossipOptions {
   /** The whole handshake must finish within this, ms. Default 5,000. */
   readonly handshakeTimeoutMs: number;
+  /**
+   * Handshakes in progress at once on the listener, in total. At the cap the oldest is ended
+   * (RESOURCE_EXHAUSTED) to admit the newest (pending-handshakes.ts). Default 256.
+   */
+  readonly maxPendingHandshakes: number;
+  /** Handshakes in progress at once from one source address; beyond it new streams are refused. Default 8. */
+  readonly maxPendingHandshakesPerAddress: number;
   /** Oldest acceptable Hello timestamp, ms. Default 10,000. */
   readonly maxHelloAgeMs: number;
   /** Furthest-future acceptable Hello timestamp, ms. Default 5,000. */
@@ -65,6 +72,8 @@ const MiB = 1024 * 1024;
 
 export const DEFAULT_GOSSIP_OPTIONS: GossipOptions = {
   handshakeTimeoutMs: 5_000,
+  maxPendingHandshakes: 256,
+  maxPendingHandshakesPerAddress: 8,
   maxHelloAgeMs: 10_000,
   maxHelloSkewMs: 5_000,
   maxFrameBytes: 4 * MiB,
