@@ -15,6 +15,9 @@ const A = "127.0.0.11";
 const B = "127.0.0.12";
 const C = "127.0.0.13";
 
+/** A hung socket wait fails its test quickly instead of stalling the suite. */
+const LIMIT = { timeout: 15_000 };
+
 const cleanups: (() => unknown)[] = [];
 after(async () => {
   for (const c of cleanups.reverse()) await c();
@@ -144,7 +147,7 @@ async function until(cond: () => boolean, ms: number, what: string): Promise<voi
   }
 }
 
-test("bytes pass through unchanged both ways, and are counted per link", async () => {
+test("bytes pass through unchanged both ways, and are counted per link", LIMIT, async () => {
   const net = network();
   const { port } = await proxyFor(net, (await echoServer()).port);
   const s = await dial(port, B);
@@ -157,7 +160,7 @@ test("bytes pass through unchanged both ways, and are counted per link", async (
   assert.equal(net.link("b", "a").connectionsOpened, 1);
 });
 
-test("latency adds to each direction; jitter never reorders", async () => {
+test("latency adds to each direction; jitter never reorders", LIMIT, async () => {
   const net = network();
   net.setPair("a", "b", { latencyMs: 50 });
   const { port } = await proxyFor(net, (await echoServer()).port);
@@ -184,38 +187,42 @@ test("latency adds to each direction; jitter never reorders", async () => {
   assert.ok(performance.now() - t0 >= 10, "jitter and latency were applied");
 });
 
-test("bandwidth: a capped link takes its time; connections share it; other sources are not slowed", async () => {
-  const net = network();
-  net.setLink("b", "a", { bandwidthBytesPerSec: 1_000_000 });
-  const sink = await sinkServer();
-  const { port } = await proxyFor(net, sink.port);
-  const chunk = randomBytes(64 * 1024);
-  const timed = async (from: string, bytes: number) => {
-    const s = await dial(port, from);
-    const t0 = performance.now();
-    const closed = once(s, "close");
-    await sendAll(s, chunk, bytes);
-    await closed; // the sink ends after it has read everything
-    return (performance.now() - t0) / 1000;
-  };
+test(
+  "bandwidth: a capped link takes its time; connections share it; other sources are not slowed",
+  LIMIT,
+  async () => {
+    const net = network();
+    net.setLink("b", "a", { bandwidthBytesPerSec: 1_000_000 });
+    const sink = await sinkServer();
+    const { port } = await proxyFor(net, sink.port);
+    const chunk = randomBytes(64 * 1024);
+    const timed = async (from: string, bytes: number) => {
+      const s = await dial(port, from);
+      const t0 = performance.now();
+      const closed = once(s, "close");
+      await sendAll(s, chunk, bytes);
+      await closed; // the sink ends after it has read everything
+      return (performance.now() - t0) / 1000;
+    };
 
-  const alone = await timed(B, 2_000_000);
-  assert.ok(alone >= 1.6 && alone < 3, `2 MB at 1 MB/s took ${alone} s`);
+    const alone = await timed(B, 2_000_000);
+    assert.ok(alone >= 1.6 && alone < 3, `2 MB at 1 MB/s took ${alone} s`);
 
-  const [one, two, other] = await Promise.all([
-    timed(B, 1_000_000),
-    timed(B, 1_000_000),
-    timed(C, 2_000_000),
-  ]);
-  const shared = Math.max(one, two);
-  assert.ok(shared >= 1.6 && shared < 3, `2 × 1 MB on one 1 MB/s link took ${one} s and ${two} s`);
-  assert.ok(Math.min(one, two) >= 1.2, `the bucket is shared (not 1 s each): ${one} s, ${two} s`);
-  assert.ok(other < 0.8, `c's unlimited link took ${other} s`);
-  assert.ok(sink.received.every((r) => r.bytes === 1_000_000 || r.bytes === 2_000_000));
-  assert.equal(net.link("b", "a").bytesDelivered, 4_000_000);
-});
+    const [one, two, other] = await Promise.all([
+      timed(B, 1_000_000),
+      timed(B, 1_000_000),
+      timed(C, 2_000_000),
+    ]);
+    const shared = Math.max(one, two);
+    assert.ok(shared >= 1.6 && shared < 3, `2 × 1 MB on one 1 MB/s link took ${one} s and ${two} s`);
+    assert.ok(Math.min(one, two) >= 1.2, `the bucket is shared (not 1 s each): ${one} s, ${two} s`);
+    assert.ok(other < 0.8, `c's unlimited link took ${other} s`);
+    assert.ok(sink.received.every((r) => r.bytes === 1_000_000 || r.bytes === 2_000_000));
+    assert.equal(net.link("b", "a").bytesDelivered, 4_000_000);
+  },
+);
 
-test("the source node is identified by the dialer's address", async () => {
+test("the source node is identified by the dialer's address", LIMIT, async () => {
   const net = network();
   net.setLink("b", "a", { latencyMs: 150 });
   const { port } = await proxyFor(net, (await echoServer()).port);
@@ -238,38 +245,42 @@ test("the source node is identified by the dialer's address", async () => {
   assert.equal(net.link("unknown", "a").connectionsOpened, 1);
 });
 
-test("partition holds bytes and new connections until heal, then everything arrives intact", async () => {
-  const net = network();
-  const echo = await echoServer();
-  const { port, proxy } = await proxyFor(net, echo.port);
-  const s = await dial(port, B);
-  await until(() => echo.accepted() === 1, 2000, "first upstream connection");
+test(
+  "partition holds bytes and new connections until heal, then everything arrives intact",
+  LIMIT,
+  async () => {
+    const net = network();
+    const echo = await echoServer();
+    const { port, proxy } = await proxyFor(net, echo.port);
+    const s = await dial(port, B);
+    await until(() => echo.accepted() === 1, 2000, "first upstream connection");
 
-  net.partition(["b"], ["a", "c"]);
-  const data = randomBytes(100_000);
-  let got = 0;
-  s.on("data", (d: Buffer) => {
-    got += d.length;
-  });
-  s.write(data);
-  const late = await dial(port, B); // accepted by the proxy, but not connected upstream
-  await sleep(300);
-  assert.equal(got, 0, "no bytes cross a partition");
-  assert.equal(net.link("b", "a").bytesDelivered, 0);
-  assert.equal(echo.accepted(), 1, "a connection opened during the partition is held");
-  assert.equal(proxy.connections, 2);
+    net.partition(["b"], ["a", "c"]);
+    const data = randomBytes(100_000);
+    let got = 0;
+    s.on("data", (d: Buffer) => {
+      got += d.length;
+    });
+    s.write(data);
+    const late = await dial(port, B); // accepted by the proxy, but not connected upstream
+    await sleep(300);
+    assert.equal(got, 0, "no bytes cross a partition");
+    assert.equal(net.link("b", "a").bytesDelivered, 0);
+    assert.equal(echo.accepted(), 1, "a connection opened during the partition is held");
+    assert.equal(proxy.connections, 2);
 
-  s.removeAllListeners("data");
-  const back = readBytes(s, data.length - got);
-  const lateBack = readBytes(late, 5);
-  late.write("hello");
-  net.heal();
-  assert.equal(sha(await back), sha(data));
-  assert.equal((await lateBack).toString(), "hello");
-  assert.equal(echo.accepted(), 2);
-});
+    s.removeAllListeners("data");
+    const back = readBytes(s, data.length - got);
+    const lateBack = readBytes(late, 5);
+    late.write("hello");
+    net.heal();
+    assert.equal(sha(await back), sha(data));
+    assert.equal((await lateBack).toString(), "hello");
+    assert.equal(echo.accepted(), 2);
+  },
+);
 
-test("partition with reset, and resetAll, RST open connections", async () => {
+test("partition with reset, and resetAll, RST open connections", LIMIT, async () => {
   const net = network();
   const { port } = await proxyFor(net, (await echoServer()).port);
   const s1 = await dial(port, B);
@@ -286,7 +297,7 @@ test("partition with reset, and resetAll, RST open connections", async () => {
   assert.equal(net.link("c", "a").connectionsReset, 1);
 });
 
-test("random resets: a long transfer is reset after about resetMeanMs", async () => {
+test("random resets: a long transfer is reset after about resetMeanMs", LIMIT, async () => {
   const net = network();
   net.setLink("b", "a", { resetMeanMs: 100, bandwidthBytesPerSec: 1_000_000 });
   const sink = await sinkServer();
@@ -306,7 +317,7 @@ test("random resets: a long transfer is reset after about resetMeanMs", async ()
   await until(() => proxy.connections === 0, 2000, "the proxy to forget the connection");
 });
 
-test("reset times are seeded per link: same seed, same draws", () => {
+test("reset times are seeded per link: same seed, same draws", LIMIT, () => {
   const draws = (seed: string, dst: string) => {
     const net = network(seed);
     net.setLink("b", dst, { resetMeanMs: 100, jitterMs: 10 });
@@ -318,121 +329,133 @@ test("reset times are seeded per link: same seed, same draws", () => {
   assert.notDeepEqual(draws("s1", "a"), draws("s1", "c"));
 });
 
-test("backpressure: a stalled link holds a 50 MB sender with bounded queues, then delivers it all", async () => {
-  const net = network();
-  const sink = await sinkServer();
-  const { port, proxy } = await proxyFor(net, sink.port);
-  net.stall("b", "a", true);
-  const s = await dial(port, B);
-  const chunk = randomBytes(1 << 20);
-  const total = 50 << 20;
-  const sent = { bytes: 0 };
-  const before = process.memoryUsage();
-  const done = sendAll(s, chunk, total, sent);
-  await sleep(500);
-  const bound = proxy.highWaterBytes + 64 * 1024; // one socket read may overshoot the mark
-  assert.equal(sink.live(), 0, "nothing crosses a stalled link");
-  assert.ok(proxy.queuedBytes <= bound, `queued ${proxy.queuedBytes}`);
-  assert.ok(proxy.peakQueuedBytes <= bound, `peak queued ${proxy.peakQueuedBytes}`);
-  assert.ok(sent.bytes < total / 2, `the sender is held back (${sent.bytes} bytes accepted)`);
-  const during = process.memoryUsage();
-  assert.ok(during.rss - before.rss < 64 << 20, `rss grew by ${(during.rss - before.rss) >> 20} MiB`);
+test(
+  "backpressure: a stalled link holds a 50 MB sender with bounded queues, then delivers it all",
+  LIMIT,
+  async () => {
+    const net = network();
+    const sink = await sinkServer();
+    const { port, proxy } = await proxyFor(net, sink.port);
+    net.stall("b", "a", true);
+    const s = await dial(port, B);
+    const chunk = randomBytes(1 << 20);
+    const total = 50 << 20;
+    const sent = { bytes: 0 };
+    const before = process.memoryUsage();
+    const done = sendAll(s, chunk, total, sent);
+    await sleep(500);
+    const bound = proxy.highWaterBytes + 64 * 1024; // one socket read may overshoot the mark
+    assert.equal(sink.live(), 0, "nothing crosses a stalled link");
+    assert.ok(proxy.queuedBytes <= bound, `queued ${proxy.queuedBytes}`);
+    assert.ok(proxy.peakQueuedBytes <= bound, `peak queued ${proxy.peakQueuedBytes}`);
+    assert.ok(sent.bytes < total / 2, `the sender is held back (${sent.bytes} bytes accepted)`);
+    const during = process.memoryUsage();
+    assert.ok(during.rss - before.rss < 64 << 20, `rss grew by ${(during.rss - before.rss) >> 20} MiB`);
 
-  net.stall("b", "a", false);
-  await done;
-  await until(() => sink.received.length === 1, 10_000, "the sink to receive 50 MB");
-  const h = createHash("sha256");
-  for (let i = 0; i < 50; i++) h.update(chunk);
-  assert.deepEqual(sink.received[0], { bytes: total, sha: h.digest("hex") });
-  assert.ok(proxy.peakQueuedBytes <= bound, `peak queued ${proxy.peakQueuedBytes}`);
-});
+    net.stall("b", "a", false);
+    await done;
+    await until(() => sink.received.length === 1, 10_000, "the sink to receive 50 MB");
+    const h = createHash("sha256");
+    for (let i = 0; i < 50; i++) h.update(chunk);
+    assert.deepEqual(sink.received[0], { bytes: total, sha: h.digest("hex") });
+    assert.ok(proxy.peakQueuedBytes <= bound, `peak queued ${proxy.peakQueuedBytes}`);
+  },
+);
 
-test("ConnectRelay: CONNECT tunnels from the node's own address, with bytes after the header", async () => {
-  const net = network();
-  const { port } = await proxyFor(net, (await echoServer()).port);
-  const relay = new ConnectRelay({ localAddress: B });
-  const { port: relayPort } = await relay.listen();
-  cleanups.push(() => relay.close());
+test(
+  "ConnectRelay: CONNECT tunnels from the node's own address, with bytes after the header",
+  LIMIT,
+  async () => {
+    const net = network();
+    const { port } = await proxyFor(net, (await echoServer()).port);
+    const relay = new ConnectRelay({ localAddress: B });
+    const { port: relayPort } = await relay.listen();
+    cleanups.push(() => relay.close());
 
-  const s = await dial(relayPort, "127.0.0.1", "127.0.0.1");
-  const reply = "HTTP/1.1 200 Connection established\r\n\r\nhello";
-  const back = readBytes(s, reply.length);
-  s.write(`CONNECT ${A}:${port} HTTP/1.1\r\nHost: ${A}:${port}\r\n\r\nhello`);
-  assert.equal((await back).toString(), reply);
-  assert.equal(net.link("b", "a").connectionsOpened, 1, "the proxy saw b as the source");
-  assert.equal(relay.connectionsRelayed, 1);
+    const s = await dial(relayPort, "127.0.0.1", "127.0.0.1");
+    const reply = "HTTP/1.1 200 Connection established\r\n\r\nhello";
+    const back = readBytes(s, reply.length);
+    s.write(`CONNECT ${A}:${port} HTTP/1.1\r\nHost: ${A}:${port}\r\n\r\nhello`);
+    assert.equal((await back).toString(), reply);
+    assert.equal(net.link("b", "a").connectionsOpened, 1, "the proxy saw b as the source");
+    assert.equal(relay.connectionsRelayed, 1);
 
-  const bad = await dial(relayPort, "127.0.0.1", "127.0.0.1");
-  const badBack = readBytes(bad, 12);
-  bad.write("GET / HTTP/1.1\r\n\r\n");
-  assert.equal((await badBack).toString(), "HTTP/1.1 400");
+    const bad = await dial(relayPort, "127.0.0.1", "127.0.0.1");
+    const badBack = readBytes(bad, 12);
+    bad.write("GET / HTTP/1.1\r\n\r\n");
+    assert.equal((await badBack).toString(), "HTTP/1.1 400");
 
-  const closedPort = await new Promise<number>((resolve) => {
-    const srv = createServer().listen(0, "127.0.0.1", () => {
-      const p = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(p));
+    const closedPort = await new Promise<number>((resolve) => {
+      const srv = createServer().listen(0, "127.0.0.1", () => {
+        const p = (srv.address() as { port: number }).port;
+        srv.close(() => resolve(p));
+      });
     });
-  });
-  const refused = await dial(relayPort, "127.0.0.1", "127.0.0.1");
-  const refusedBack = readBytes(refused, 12);
-  refused.write(`CONNECT 127.0.0.1:${closedPort} HTTP/1.1\r\n\r\n`);
-  assert.equal((await refusedBack).toString(), "HTTP/1.1 502");
-  assert.equal(relay.connectionsFailed, 2);
-});
+    const refused = await dial(relayPort, "127.0.0.1", "127.0.0.1");
+    const refusedBack = readBytes(refused, 12);
+    refused.write(`CONNECT 127.0.0.1:${closedPort} HTTP/1.1\r\n\r\n`);
+    assert.equal((await refusedBack).toString(), "HTTP/1.1 502");
+    assert.equal(relay.connectionsFailed, 2);
+  },
+);
 
-test("ConnectRelay: a grpc-js client with grpc_proxy reaches a server through the relay and the link", async () => {
-  const net = network();
-  net.setLink("b", "a", { latencyMs: 20 });
-  const identity = (b: Buffer) => b;
-  const service: grpc.ServiceDefinition = {
-    echo: {
-      path: "/test.Echo/Echo",
-      requestStream: false,
-      responseStream: false,
-      requestSerialize: identity,
-      requestDeserialize: identity,
-      responseSerialize: identity,
-      responseDeserialize: identity,
-    },
-  };
-  const grpcServer = new grpc.Server();
-  grpcServer.addService(service, {
-    echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) =>
-      cb(null, call.request),
-  });
-  const grpcPort = await new Promise<number>((resolve, reject) =>
-    grpcServer.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) =>
-      e ? reject(e) : resolve(p),
-    ),
-  );
-  cleanups.push(() => grpcServer.forceShutdown());
-  const { port } = await proxyFor(net, grpcPort);
-  const relay = new ConnectRelay({ localAddress: B });
-  await relay.listen();
-  cleanups.push(() => relay.close());
-
-  const saved = { grpc_proxy: process.env.grpc_proxy, no_grpc_proxy: process.env.no_grpc_proxy };
-  process.env.grpc_proxy = relay.url;
-  process.env.no_grpc_proxy = "no-such-host.invalid"; // shadow any no_proxy that lists 127.0.0.x
-  const Client = grpc.makeGenericClientConstructor(service, "Echo");
-  const client = new Client(`${A}:${port}`, grpc.credentials.createInsecure());
-  for (const [k, v] of Object.entries(saved)) {
-    if (v === undefined) delete process.env[k];
-    else process.env[k] = v;
-  }
-  try {
-    const reply = await new Promise<Buffer>((resolve, reject) =>
-      (client as unknown as Record<string, (...a: unknown[]) => void>).echo!(
-        Buffer.from("through the relay"),
-        { deadline: Date.now() + 5000 },
-        (e: Error | null, r: Buffer) => (e ? reject(e) : resolve(r)),
+test(
+  "ConnectRelay: a grpc-js client with grpc_proxy reaches a server through the relay and the link",
+  LIMIT,
+  async () => {
+    const net = network();
+    net.setLink("b", "a", { latencyMs: 20 });
+    const identity = (b: Buffer) => b;
+    const service: grpc.ServiceDefinition = {
+      echo: {
+        path: "/test.Echo/Echo",
+        requestStream: false,
+        responseStream: false,
+        requestSerialize: identity,
+        requestDeserialize: identity,
+        responseSerialize: identity,
+        responseDeserialize: identity,
+      },
+    };
+    const grpcServer = new grpc.Server();
+    grpcServer.addService(service, {
+      echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) =>
+        cb(null, call.request),
+    });
+    const grpcPort = await new Promise<number>((resolve, reject) =>
+      grpcServer.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) =>
+        e ? reject(e) : resolve(p),
       ),
     );
-    assert.equal(reply.toString(), "through the relay");
-  } finally {
-    client.close();
-  }
-  assert.equal(relay.connectionsRelayed, 1);
-  assert.equal(net.link("b", "a").connectionsOpened, 1, "the proxy saw b as the source");
-  assert.ok(net.link("a", "b").bytesDelivered > 0);
-});
+    cleanups.push(() => grpcServer.forceShutdown());
+    const { port } = await proxyFor(net, grpcPort);
+    const relay = new ConnectRelay({ localAddress: B });
+    await relay.listen();
+    cleanups.push(() => relay.close());
+
+    const saved = { grpc_proxy: process.env.grpc_proxy, no_grpc_proxy: process.env.no_grpc_proxy };
+    process.env.grpc_proxy = relay.url;
+    process.env.no_grpc_proxy = "no-such-host.invalid"; // shadow any no_proxy that lists 127.0.0.x
+    const Client = grpc.makeGenericClientConstructor(service, "Echo");
+    const client = new Client(`${A}:${port}`, grpc.credentials.createInsecure());
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+    try {
+      const reply = await new Promise<Buffer>((resolve, reject) =>
+        (client as unknown as Record<string, (...a: unknown[]) => void>).echo!(
+          Buffer.from("through the relay"),
+          { deadline: Date.now() + 5000 },
+          (e: Error | null, r: Buffer) => (e ? reject(e) : resolve(r)),
+        ),
+      );
+      assert.equal(reply.toString(), "through the relay");
+    } finally {
+      client.close();
+    }
+    assert.equal(relay.connectionsRelayed, 1);
+    assert.equal(net.link("b", "a").connectionsOpened, 1, "the proxy saw b as the source");
+    assert.ok(net.link("a", "b").bytesDelivered > 0);
+  },
+);
