@@ -9,7 +9,7 @@ import { once } from "node:events";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { after, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
-import { ConnectRelay, LinkProxy, Network } from "./index.js";
+import { ConnectRelay, LinkProxy, Network, TokenBucket } from "./index.js";
 
 const A = "127.0.0.11";
 const B = "127.0.0.12";
@@ -138,6 +138,24 @@ async function sendAll(s: Socket, chunk: Buffer, total: number, sent = { bytes: 
   s.end();
 }
 
+/** Resolves with the error code that ended `s`, or "close" for a clean close. */
+function closeOutcome(s: Socket): Promise<string> {
+  return new Promise((resolve) => {
+    s.once("error", (e: NodeJS.ErrnoException) => resolve(e.code ?? "error"));
+    s.once("close", () => resolve("close"));
+  });
+}
+
+/** A port on 127.0.0.1 with nothing listening. */
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const srv = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
 /** Resolves once `cond()` holds, polling; rejects after `ms`. */
 async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
   const deadline = Date.now() + ms;
@@ -190,7 +208,7 @@ test("latency adds to each direction; jitter never reorders", LIMIT, async () =>
 test(
   "bandwidth: a capped link takes its time; connections share it; other sources are not slowed",
   LIMIT,
-  async () => {
+  async (t) => {
     const net = network();
     net.setLink("b", "a", { bandwidthBytesPerSec: 1_000_000 });
     const sink = await sinkServer();
@@ -206,6 +224,8 @@ test(
     };
 
     const alone = await timed(B, 2_000_000);
+
+    t.diagnostic(`2 MB alone: ${alone.toFixed(2)} s`);
     assert.ok(alone >= 1.6 && alone < 3, `2 MB at 1 MB/s took ${alone} s`);
 
     const [one, two, other] = await Promise.all([
@@ -214,6 +234,9 @@ test(
       timed(C, 2_000_000),
     ]);
     const shared = Math.max(one, two);
+    t.diagnostic(
+      `2 × 1 MB shared: ${one.toFixed(2)} s, ${two.toFixed(2)} s; c unlimited: ${other.toFixed(2)} s`,
+    );
     assert.ok(shared >= 1.6 && shared < 3, `2 × 1 MB on one 1 MB/s link took ${one} s and ${two} s`);
     assert.ok(Math.min(one, two) >= 1.2, `the bucket is shared (not 1 s each): ${one} s, ${two} s`);
     assert.ok(other < 0.8, `c's unlimited link took ${other} s`);
@@ -304,10 +327,7 @@ test("random resets: a long transfer is reset after about resetMeanMs", LIMIT, a
   const { port, proxy } = await proxyFor(net, sink.port);
   const s = await dial(port, B);
   const t0 = performance.now();
-  const ended = new Promise<string>((resolve) => {
-    s.once("error", (e: NodeJS.ErrnoException) => resolve(e.code ?? "error"));
-    s.once("close", () => resolve("close"));
-  });
+  const ended = closeOutcome(s);
   void sendAll(s, randomBytes(64 * 1024), 10_000_000); // would take 10 s
   const outcome = await ended;
   const elapsed = performance.now() - t0;
@@ -317,7 +337,60 @@ test("random resets: a long transfer is reset after about resetMeanMs", LIMIT, a
   await until(() => proxy.connections === 0, 2000, "the proxy to forget the connection");
 });
 
-test("reset times are seeded per link: same seed, same draws", LIMIT, () => {
+test("refusals and closes on the server side reach the client; the proxy forgets them", LIMIT, async () => {
+  const net = network();
+  const refused = await proxyFor(net, await freePort());
+  const s1 = await dial(refused.port, B);
+  assert.ok(["ECONNRESET", "close"].includes(await closeOutcome(s1)));
+
+  const rude = await server((s) => s.destroy());
+  const closing = await proxyFor(net, rude.port);
+  const s2 = await dial(closing.port, B);
+  assert.ok(["ECONNRESET", "close"].includes(await closeOutcome(s2)));
+  await until(
+    () => refused.proxy.connections + closing.proxy.connections === 0,
+    2000,
+    "connections forgotten",
+  );
+});
+
+test("the model: lazy links, setLinks, partition/heal/stall flags, unknown never partitioned", () => {
+  const net = network();
+  net.setLinks((src) => src === "b", { latencyMs: 7 });
+  assert.equal(net.link("b", "a").profile.latencyMs, 7);
+  assert.equal(net.link("b", "c").profile.latencyMs, 7);
+  assert.equal(net.link("a", "b").profile.latencyMs, 0);
+  net.setLink("b", "a", { bandwidthBytesPerSec: 1000 });
+  net.setLink("b", "a", { bandwidthBytesPerSec: undefined });
+  assert.equal(
+    net.link("b", "a").profile.bandwidthBytesPerSec,
+    undefined,
+    "undefined in a patch means unlimited",
+  );
+  assert.equal(net.nodeOf("::ffff:127.0.0.12"), "b");
+  assert.equal(net.nodeOf("127.0.0.99"), "unknown");
+
+  net.partition(["a", "unknown"], ["b", "c"]);
+  assert.ok(net.link("a", "b").blocked && net.link("b", "a").blocked && net.link("c", "a").blocked);
+  assert.ok(!net.link("b", "c").blocked, "inside a group");
+  assert.ok(!net.link("unknown", "b").blocked && !net.link("b", "unknown").blocked);
+  net.stall("b", "c", true);
+  net.heal();
+  assert.ok(!net.link("a", "b").blocked && !net.link("c", "a").blocked);
+  assert.ok(net.link("b", "c").blocked && !net.link("c", "b").blocked, "heal leaves stalls");
+});
+
+test("the token bucket: burst of max(64 KiB, 50 ms), then the rate", () => {
+  const slow = new TokenBucket(100_000, 0);
+  assert.equal(slow.burst(), 64 * 1024);
+  assert.equal(slow.reserve(64 * 1024, 0), 0);
+  assert.equal(slow.reserve(10_000, 0), 100, "10 kB at 100 kB/s");
+  assert.equal(slow.reserve(10_000, 50), 150, "debt carries over, refills with time");
+  assert.equal(new TokenBucket(10_000_000, 0).burst(), 500_000);
+  assert.equal(new TokenBucket(undefined, 0).reserve(1e12, 0), 0);
+});
+
+test("reset times are seeded per link: same seed, same draws", () => {
   const draws = (seed: string, dst: string) => {
     const net = network(seed);
     net.setLink("b", dst, { resetMeanMs: 100, jitterMs: 10 });
@@ -330,29 +403,43 @@ test("reset times are seeded per link: same seed, same draws", LIMIT, () => {
 });
 
 test(
-  "backpressure: a stalled link holds a 50 MB sender with bounded queues, then delivers it all",
+  "backpressure: a slow then stalled link holds a 50 MB sender with bounded queues, then delivers it all",
   LIMIT,
-  async () => {
+  async (t) => {
     const net = network();
     const sink = await sinkServer();
     const { port, proxy } = await proxyFor(net, sink.port);
-    net.stall("b", "a", true);
+    net.setLink("b", "a", { bandwidthBytesPerSec: 200_000 });
     const s = await dial(port, B);
     const chunk = randomBytes(1 << 20);
     const total = 50 << 20;
     const sent = { bytes: 0 };
     const before = process.memoryUsage();
     const done = sendAll(s, chunk, total, sent);
-    await sleep(500);
     const bound = proxy.highWaterBytes + 64 * 1024; // one socket read may overshoot the mark
-    assert.equal(sink.live(), 0, "nothing crosses a stalled link");
+
+    // Slow: the queue fills to the high-water mark and no further.
+    await sleep(400);
+    assert.ok(proxy.peakQueuedBytes >= proxy.highWaterBytes, `the queue filled: ${proxy.peakQueuedBytes}`);
+    assert.ok(proxy.peakQueuedBytes <= bound, `peak queued ${proxy.peakQueuedBytes}`);
+
+    // Stalled: nothing more crosses; the queue stays bounded; the sender is held back.
+    net.stall("b", "a", true);
+    await sleep(50); // what was already written to the sink's socket lands
+    const frozen = sink.live();
+    await sleep(400);
+    assert.equal(sink.live(), frozen, "nothing crosses a stalled link");
     assert.ok(proxy.queuedBytes <= bound, `queued ${proxy.queuedBytes}`);
     assert.ok(proxy.peakQueuedBytes <= bound, `peak queued ${proxy.peakQueuedBytes}`);
     assert.ok(sent.bytes < total / 2, `the sender is held back (${sent.bytes} bytes accepted)`);
-    const during = process.memoryUsage();
-    assert.ok(during.rss - before.rss < 64 << 20, `rss grew by ${(during.rss - before.rss) >> 20} MiB`);
+    const grew = process.memoryUsage().rss - before.rss;
+    t.diagnostic(
+      `held: sender wrote ${sent.bytes >> 10} KiB, sink got ${frozen >> 10} KiB, proxy peak ${proxy.peakQueuedBytes >> 10} KiB, rss +${grew >> 20} MiB`,
+    );
+    assert.ok(grew < 64 << 20, `rss grew by ${grew >> 20} MiB`);
 
     net.stall("b", "a", false);
+    net.setLink("b", "a", { bandwidthBytesPerSec: undefined });
     await done;
     await until(() => sink.received.length === 1, 10_000, "the sink to receive 50 MB");
     const h = createHash("sha256");
@@ -385,12 +472,7 @@ test(
     bad.write("GET / HTTP/1.1\r\n\r\n");
     assert.equal((await badBack).toString(), "HTTP/1.1 400");
 
-    const closedPort = await new Promise<number>((resolve) => {
-      const srv = createServer().listen(0, "127.0.0.1", () => {
-        const p = (srv.address() as { port: number }).port;
-        srv.close(() => resolve(p));
-      });
-    });
+    const closedPort = await freePort();
     const refused = await dial(relayPort, "127.0.0.1", "127.0.0.1");
     const refusedBack = readBytes(refused, 12);
     refused.write(`CONNECT 127.0.0.1:${closedPort} HTTP/1.1\r\n\r\n`);
