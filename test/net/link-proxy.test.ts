@@ -477,7 +477,11 @@ test(
     const refusedBack = readBytes(refused, 12);
     refused.write(`CONNECT 127.0.0.1:${closedPort} HTTP/1.1\r\n\r\n`);
     assert.equal((await refusedBack).toString(), "HTTP/1.1 502");
-    assert.equal(relay.connectionsFailed, 2);
+    const huge = await dial(relayPort, "127.0.0.1", "127.0.0.1");
+    const hugeBack = readBytes(huge, 12);
+    huge.write(`CONNECT ${"x".repeat(10_000)}`);
+    assert.equal((await hugeBack).toString(), "HTTP/1.1 400", "an oversized header is refused");
+    assert.equal(relay.connectionsFailed, 3);
   },
 );
 
