@@ -102,13 +102,11 @@ export class ConnectRelay {
     const onData = (chunk: Buffer) => {
       buffered = Buffer.concat([buffered, chunk]);
       const end = buffered.indexOf("\r\n\r\n");
-      if (end < 0) {
-        if (buffered.length > this.maxHeaderBytes) this.refuse(client, "400 Bad Request");
-        return;
-      }
+      if (end < 0 && buffered.length <= this.maxHeaderBytes) return;
       parsed = true;
       client.off("data", onData);
       client.pause();
+      if (end < 0) return this.refuse(client, "400 Bad Request");
       const [method, authority, version] = buffered
         .subarray(0, end)
         .toString("latin1")
@@ -127,6 +125,9 @@ export class ConnectRelay {
 
   private refuse(client: Socket, status: string): void {
     this.connectionsFailed++;
+    // Discard whatever else it sends (bounded memory) and close once it has the answer.
+    client.on("data", () => {});
+    client.resume();
     client.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
   }
 

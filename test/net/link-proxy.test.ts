@@ -9,11 +9,14 @@ import { once } from "node:events";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { after, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
-import { ConnectRelay, LinkProxy, Network } from "./index.js";
+import { ConnectRelay, LinkProxy, Network, TokenBucket } from "./index.js";
 
 const A = "127.0.0.11";
 const B = "127.0.0.12";
 const C = "127.0.0.13";
+
+/** A hung socket wait fails its test quickly instead of stalling the suite. */
+const LIMIT = { timeout: 15_000 };
 
 const cleanups: (() => unknown)[] = [];
 after(async () => {
@@ -135,6 +138,24 @@ async function sendAll(s: Socket, chunk: Buffer, total: number, sent = { bytes: 
   s.end();
 }
 
+/** Resolves with the error code that ended `s`, or "close" for a clean close. */
+function closeOutcome(s: Socket): Promise<string> {
+  return new Promise((resolve) => {
+    s.once("error", (e: NodeJS.ErrnoException) => resolve(e.code ?? "error"));
+    s.once("close", () => resolve("close"));
+  });
+}
+
+/** A port on 127.0.0.1 with nothing listening. */
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const srv = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
 /** Resolves once `cond()` holds, polling; rejects after `ms`. */
 async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
   const deadline = Date.now() + ms;
@@ -144,7 +165,7 @@ async function until(cond: () => boolean, ms: number, what: string): Promise<voi
   }
 }
 
-test("bytes pass through unchanged both ways, and are counted per link", async () => {
+test("bytes pass through unchanged both ways, and are counted per link", LIMIT, async () => {
   const net = network();
   const { port } = await proxyFor(net, (await echoServer()).port);
   const s = await dial(port, B);
@@ -157,7 +178,7 @@ test("bytes pass through unchanged both ways, and are counted per link", async (
   assert.equal(net.link("b", "a").connectionsOpened, 1);
 });
 
-test("latency adds to each direction; jitter never reorders", async () => {
+test("latency adds to each direction; jitter never reorders", LIMIT, async () => {
   const net = network();
   net.setPair("a", "b", { latencyMs: 50 });
   const { port } = await proxyFor(net, (await echoServer()).port);
@@ -184,38 +205,47 @@ test("latency adds to each direction; jitter never reorders", async () => {
   assert.ok(performance.now() - t0 >= 10, "jitter and latency were applied");
 });
 
-test("bandwidth: a capped link takes its time; connections share it; other sources are not slowed", async () => {
-  const net = network();
-  net.setLink("b", "a", { bandwidthBytesPerSec: 1_000_000 });
-  const sink = await sinkServer();
-  const { port } = await proxyFor(net, sink.port);
-  const chunk = randomBytes(64 * 1024);
-  const timed = async (from: string, bytes: number) => {
-    const s = await dial(port, from);
-    const t0 = performance.now();
-    const closed = once(s, "close");
-    await sendAll(s, chunk, bytes);
-    await closed; // the sink ends after it has read everything
-    return (performance.now() - t0) / 1000;
-  };
+test(
+  "bandwidth: a capped link takes its time; connections share it; other sources are not slowed",
+  LIMIT,
+  async (t) => {
+    const net = network();
+    net.setLink("b", "a", { bandwidthBytesPerSec: 1_000_000 });
+    const sink = await sinkServer();
+    const { port } = await proxyFor(net, sink.port);
+    const chunk = randomBytes(64 * 1024);
+    const timed = async (from: string, bytes: number) => {
+      const s = await dial(port, from);
+      const t0 = performance.now();
+      const closed = once(s, "close");
+      await sendAll(s, chunk, bytes);
+      await closed; // the sink ends after it has read everything
+      return (performance.now() - t0) / 1000;
+    };
 
-  const alone = await timed(B, 2_000_000);
-  assert.ok(alone >= 1.6 && alone < 3, `2 MB at 1 MB/s took ${alone} s`);
+    const alone = await timed(B, 2_000_000);
 
-  const [one, two, other] = await Promise.all([
-    timed(B, 1_000_000),
-    timed(B, 1_000_000),
-    timed(C, 2_000_000),
-  ]);
-  const shared = Math.max(one, two);
-  assert.ok(shared >= 1.6 && shared < 3, `2 × 1 MB on one 1 MB/s link took ${one} s and ${two} s`);
-  assert.ok(Math.min(one, two) >= 1.2, `the bucket is shared (not 1 s each): ${one} s, ${two} s`);
-  assert.ok(other < 0.8, `c's unlimited link took ${other} s`);
-  assert.ok(sink.received.every((r) => r.bytes === 1_000_000 || r.bytes === 2_000_000));
-  assert.equal(net.link("b", "a").bytesDelivered, 4_000_000);
-});
+    t.diagnostic(`2 MB alone: ${alone.toFixed(2)} s`);
+    assert.ok(alone >= 1.6 && alone < 3, `2 MB at 1 MB/s took ${alone} s`);
 
-test("the source node is identified by the dialer's address", async () => {
+    const [one, two, other] = await Promise.all([
+      timed(B, 1_000_000),
+      timed(B, 1_000_000),
+      timed(C, 2_000_000),
+    ]);
+    const shared = Math.max(one, two);
+    t.diagnostic(
+      `2 × 1 MB shared: ${one.toFixed(2)} s, ${two.toFixed(2)} s; c unlimited: ${other.toFixed(2)} s`,
+    );
+    assert.ok(shared >= 1.6 && shared < 3, `2 × 1 MB on one 1 MB/s link took ${one} s and ${two} s`);
+    assert.ok(Math.min(one, two) >= 1.2, `the bucket is shared (not 1 s each): ${one} s, ${two} s`);
+    assert.ok(other < 0.8, `c's unlimited link took ${other} s`);
+    assert.ok(sink.received.every((r) => r.bytes === 1_000_000 || r.bytes === 2_000_000));
+    assert.equal(net.link("b", "a").bytesDelivered, 4_000_000);
+  },
+);
+
+test("the source node is identified by the dialer's address", LIMIT, async () => {
   const net = network();
   net.setLink("b", "a", { latencyMs: 150 });
   const { port } = await proxyFor(net, (await echoServer()).port);
@@ -238,38 +268,42 @@ test("the source node is identified by the dialer's address", async () => {
   assert.equal(net.link("unknown", "a").connectionsOpened, 1);
 });
 
-test("partition holds bytes and new connections until heal, then everything arrives intact", async () => {
-  const net = network();
-  const echo = await echoServer();
-  const { port, proxy } = await proxyFor(net, echo.port);
-  const s = await dial(port, B);
-  await until(() => echo.accepted() === 1, 2000, "first upstream connection");
+test(
+  "partition holds bytes and new connections until heal, then everything arrives intact",
+  LIMIT,
+  async () => {
+    const net = network();
+    const echo = await echoServer();
+    const { port, proxy } = await proxyFor(net, echo.port);
+    const s = await dial(port, B);
+    await until(() => echo.accepted() === 1, 2000, "first upstream connection");
 
-  net.partition(["b"], ["a", "c"]);
-  const data = randomBytes(100_000);
-  let got = 0;
-  s.on("data", (d: Buffer) => {
-    got += d.length;
-  });
-  s.write(data);
-  const late = await dial(port, B); // accepted by the proxy, but not connected upstream
-  await sleep(300);
-  assert.equal(got, 0, "no bytes cross a partition");
-  assert.equal(net.link("b", "a").bytesDelivered, 0);
-  assert.equal(echo.accepted(), 1, "a connection opened during the partition is held");
-  assert.equal(proxy.connections, 2);
+    net.partition(["b"], ["a", "c"]);
+    const data = randomBytes(100_000);
+    let got = 0;
+    s.on("data", (d: Buffer) => {
+      got += d.length;
+    });
+    s.write(data);
+    const late = await dial(port, B); // accepted by the proxy, but not connected upstream
+    await sleep(300);
+    assert.equal(got, 0, "no bytes cross a partition");
+    assert.equal(net.link("b", "a").bytesDelivered, 0);
+    assert.equal(echo.accepted(), 1, "a connection opened during the partition is held");
+    assert.equal(proxy.connections, 2);
 
-  s.removeAllListeners("data");
-  const back = readBytes(s, data.length - got);
-  const lateBack = readBytes(late, 5);
-  late.write("hello");
-  net.heal();
-  assert.equal(sha(await back), sha(data));
-  assert.equal((await lateBack).toString(), "hello");
-  assert.equal(echo.accepted(), 2);
-});
+    s.removeAllListeners("data");
+    const back = readBytes(s, data.length - got);
+    const lateBack = readBytes(late, 5);
+    late.write("hello");
+    net.heal();
+    assert.equal(sha(await back), sha(data));
+    assert.equal((await lateBack).toString(), "hello");
+    assert.equal(echo.accepted(), 2);
+  },
+);
 
-test("partition with reset, and resetAll, RST open connections", async () => {
+test("partition with reset, and resetAll, RST open connections", LIMIT, async () => {
   const net = network();
   const { port } = await proxyFor(net, (await echoServer()).port);
   const s1 = await dial(port, B);
@@ -286,17 +320,14 @@ test("partition with reset, and resetAll, RST open connections", async () => {
   assert.equal(net.link("c", "a").connectionsReset, 1);
 });
 
-test("random resets: a long transfer is reset after about resetMeanMs", async () => {
+test("random resets: a long transfer is reset after about resetMeanMs", LIMIT, async () => {
   const net = network();
   net.setLink("b", "a", { resetMeanMs: 100, bandwidthBytesPerSec: 1_000_000 });
   const sink = await sinkServer();
   const { port, proxy } = await proxyFor(net, sink.port);
   const s = await dial(port, B);
   const t0 = performance.now();
-  const ended = new Promise<string>((resolve) => {
-    s.once("error", (e: NodeJS.ErrnoException) => resolve(e.code ?? "error"));
-    s.once("close", () => resolve("close"));
-  });
+  const ended = closeOutcome(s);
   void sendAll(s, randomBytes(64 * 1024), 10_000_000); // would take 10 s
   const outcome = await ended;
   const elapsed = performance.now() - t0;
@@ -304,6 +335,59 @@ test("random resets: a long transfer is reset after about resetMeanMs", async ()
   assert.ok(elapsed < 3000, `reset after ${elapsed} ms`);
   assert.equal(net.link("b", "a").connectionsReset, 1);
   await until(() => proxy.connections === 0, 2000, "the proxy to forget the connection");
+});
+
+test("refusals and closes on the server side reach the client; the proxy forgets them", LIMIT, async () => {
+  const net = network();
+  const refused = await proxyFor(net, await freePort());
+  const s1 = await dial(refused.port, B);
+  assert.ok(["ECONNRESET", "close"].includes(await closeOutcome(s1)));
+
+  const rude = await server((s) => s.destroy());
+  const closing = await proxyFor(net, rude.port);
+  const s2 = await dial(closing.port, B);
+  assert.ok(["ECONNRESET", "close"].includes(await closeOutcome(s2)));
+  await until(
+    () => refused.proxy.connections + closing.proxy.connections === 0,
+    2000,
+    "connections forgotten",
+  );
+});
+
+test("the model: lazy links, setLinks, partition/heal/stall flags, unknown never partitioned", () => {
+  const net = network();
+  net.setLinks((src) => src === "b", { latencyMs: 7 });
+  assert.equal(net.link("b", "a").profile.latencyMs, 7);
+  assert.equal(net.link("b", "c").profile.latencyMs, 7);
+  assert.equal(net.link("a", "b").profile.latencyMs, 0);
+  net.setLink("b", "a", { bandwidthBytesPerSec: 1000 });
+  net.setLink("b", "a", { bandwidthBytesPerSec: undefined });
+  assert.equal(
+    net.link("b", "a").profile.bandwidthBytesPerSec,
+    undefined,
+    "undefined in a patch means unlimited",
+  );
+  assert.equal(net.nodeOf("::ffff:127.0.0.12"), "b");
+  assert.equal(net.nodeOf("127.0.0.99"), "unknown");
+
+  net.partition(["a", "unknown"], ["b", "c"]);
+  assert.ok(net.link("a", "b").blocked && net.link("b", "a").blocked && net.link("c", "a").blocked);
+  assert.ok(!net.link("b", "c").blocked, "inside a group");
+  assert.ok(!net.link("unknown", "b").blocked && !net.link("b", "unknown").blocked);
+  net.stall("b", "c", true);
+  net.heal();
+  assert.ok(!net.link("a", "b").blocked && !net.link("c", "a").blocked);
+  assert.ok(net.link("b", "c").blocked && !net.link("c", "b").blocked, "heal leaves stalls");
+});
+
+test("the token bucket: burst of max(64 KiB, 50 ms), then the rate", () => {
+  const slow = new TokenBucket(100_000, 0);
+  assert.equal(slow.burst(), 64 * 1024);
+  assert.equal(slow.reserve(64 * 1024, 0), 0);
+  assert.equal(slow.reserve(10_000, 0), 100, "10 kB at 100 kB/s");
+  assert.equal(slow.reserve(10_000, 50), 150, "debt carries over, refills with time");
+  assert.equal(new TokenBucket(10_000_000, 0).burst(), 500_000);
+  assert.equal(new TokenBucket(undefined, 0).reserve(1e12, 0), 0);
 });
 
 test("reset times are seeded per link: same seed, same draws", () => {
@@ -318,121 +402,146 @@ test("reset times are seeded per link: same seed, same draws", () => {
   assert.notDeepEqual(draws("s1", "a"), draws("s1", "c"));
 });
 
-test("backpressure: a stalled link holds a 50 MB sender with bounded queues, then delivers it all", async () => {
-  const net = network();
-  const sink = await sinkServer();
-  const { port, proxy } = await proxyFor(net, sink.port);
-  net.stall("b", "a", true);
-  const s = await dial(port, B);
-  const chunk = randomBytes(1 << 20);
-  const total = 50 << 20;
-  const sent = { bytes: 0 };
-  const before = process.memoryUsage();
-  const done = sendAll(s, chunk, total, sent);
-  await sleep(500);
-  const bound = proxy.highWaterBytes + 64 * 1024; // one socket read may overshoot the mark
-  assert.equal(sink.live(), 0, "nothing crosses a stalled link");
-  assert.ok(proxy.queuedBytes <= bound, `queued ${proxy.queuedBytes}`);
-  assert.ok(proxy.peakQueuedBytes <= bound, `peak queued ${proxy.peakQueuedBytes}`);
-  assert.ok(sent.bytes < total / 2, `the sender is held back (${sent.bytes} bytes accepted)`);
-  const during = process.memoryUsage();
-  assert.ok(during.rss - before.rss < 64 << 20, `rss grew by ${(during.rss - before.rss) >> 20} MiB`);
+test(
+  "backpressure: a slow then stalled link holds a 50 MB sender with bounded queues, then delivers it all",
+  LIMIT,
+  async (t) => {
+    const net = network();
+    const sink = await sinkServer();
+    const { port, proxy } = await proxyFor(net, sink.port);
+    net.setLink("b", "a", { bandwidthBytesPerSec: 200_000 });
+    const s = await dial(port, B);
+    const chunk = randomBytes(1 << 20);
+    const total = 50 << 20;
+    const sent = { bytes: 0 };
+    const before = process.memoryUsage();
+    const done = sendAll(s, chunk, total, sent);
+    const bound = proxy.highWaterBytes + 64 * 1024; // one socket read may overshoot the mark
 
-  net.stall("b", "a", false);
-  await done;
-  await until(() => sink.received.length === 1, 10_000, "the sink to receive 50 MB");
-  const h = createHash("sha256");
-  for (let i = 0; i < 50; i++) h.update(chunk);
-  assert.deepEqual(sink.received[0], { bytes: total, sha: h.digest("hex") });
-  assert.ok(proxy.peakQueuedBytes <= bound, `peak queued ${proxy.peakQueuedBytes}`);
-});
+    // Slow: the queue fills to the high-water mark and no further.
+    await sleep(400);
+    assert.ok(proxy.peakQueuedBytes >= proxy.highWaterBytes, `the queue filled: ${proxy.peakQueuedBytes}`);
+    assert.ok(proxy.peakQueuedBytes <= bound, `peak queued ${proxy.peakQueuedBytes}`);
 
-test("ConnectRelay: CONNECT tunnels from the node's own address, with bytes after the header", async () => {
-  const net = network();
-  const { port } = await proxyFor(net, (await echoServer()).port);
-  const relay = new ConnectRelay({ localAddress: B });
-  const { port: relayPort } = await relay.listen();
-  cleanups.push(() => relay.close());
+    // Stalled: nothing more crosses; the queue stays bounded; the sender is held back.
+    net.stall("b", "a", true);
+    await sleep(50); // what was already written to the sink's socket lands
+    const frozen = sink.live();
+    await sleep(400);
+    assert.equal(sink.live(), frozen, "nothing crosses a stalled link");
+    assert.ok(proxy.queuedBytes <= bound, `queued ${proxy.queuedBytes}`);
+    assert.ok(proxy.peakQueuedBytes <= bound, `peak queued ${proxy.peakQueuedBytes}`);
+    assert.ok(sent.bytes < total / 2, `the sender is held back (${sent.bytes} bytes accepted)`);
+    const grew = process.memoryUsage().rss - before.rss;
+    t.diagnostic(
+      `held: sender wrote ${sent.bytes >> 10} KiB, sink got ${frozen >> 10} KiB, proxy peak ${proxy.peakQueuedBytes >> 10} KiB, rss +${grew >> 20} MiB`,
+    );
+    assert.ok(grew < 64 << 20, `rss grew by ${grew >> 20} MiB`);
 
-  const s = await dial(relayPort, "127.0.0.1", "127.0.0.1");
-  const reply = "HTTP/1.1 200 Connection established\r\n\r\nhello";
-  const back = readBytes(s, reply.length);
-  s.write(`CONNECT ${A}:${port} HTTP/1.1\r\nHost: ${A}:${port}\r\n\r\nhello`);
-  assert.equal((await back).toString(), reply);
-  assert.equal(net.link("b", "a").connectionsOpened, 1, "the proxy saw b as the source");
-  assert.equal(relay.connectionsRelayed, 1);
+    net.stall("b", "a", false);
+    net.setLink("b", "a", { bandwidthBytesPerSec: undefined });
+    await done;
+    await until(() => sink.received.length === 1, 10_000, "the sink to receive 50 MB");
+    const h = createHash("sha256");
+    for (let i = 0; i < 50; i++) h.update(chunk);
+    assert.deepEqual(sink.received[0], { bytes: total, sha: h.digest("hex") });
+    assert.ok(proxy.peakQueuedBytes <= bound, `peak queued ${proxy.peakQueuedBytes}`);
+  },
+);
 
-  const bad = await dial(relayPort, "127.0.0.1", "127.0.0.1");
-  const badBack = readBytes(bad, 12);
-  bad.write("GET / HTTP/1.1\r\n\r\n");
-  assert.equal((await badBack).toString(), "HTTP/1.1 400");
+test(
+  "ConnectRelay: CONNECT tunnels from the node's own address, with bytes after the header",
+  LIMIT,
+  async () => {
+    const net = network();
+    const { port } = await proxyFor(net, (await echoServer()).port);
+    const relay = new ConnectRelay({ localAddress: B });
+    const { port: relayPort } = await relay.listen();
+    cleanups.push(() => relay.close());
 
-  const closedPort = await new Promise<number>((resolve) => {
-    const srv = createServer().listen(0, "127.0.0.1", () => {
-      const p = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(p));
+    const s = await dial(relayPort, "127.0.0.1", "127.0.0.1");
+    const reply = "HTTP/1.1 200 Connection established\r\n\r\nhello";
+    const back = readBytes(s, reply.length);
+    s.write(`CONNECT ${A}:${port} HTTP/1.1\r\nHost: ${A}:${port}\r\n\r\nhello`);
+    assert.equal((await back).toString(), reply);
+    assert.equal(net.link("b", "a").connectionsOpened, 1, "the proxy saw b as the source");
+    assert.equal(relay.connectionsRelayed, 1);
+
+    const bad = await dial(relayPort, "127.0.0.1", "127.0.0.1");
+    const badBack = readBytes(bad, 12);
+    bad.write("GET / HTTP/1.1\r\n\r\n");
+    assert.equal((await badBack).toString(), "HTTP/1.1 400");
+
+    const closedPort = await freePort();
+    const refused = await dial(relayPort, "127.0.0.1", "127.0.0.1");
+    const refusedBack = readBytes(refused, 12);
+    refused.write(`CONNECT 127.0.0.1:${closedPort} HTTP/1.1\r\n\r\n`);
+    assert.equal((await refusedBack).toString(), "HTTP/1.1 502");
+    const huge = await dial(relayPort, "127.0.0.1", "127.0.0.1");
+    const hugeBack = readBytes(huge, 12);
+    huge.write(`CONNECT ${"x".repeat(10_000)}`);
+    assert.equal((await hugeBack).toString(), "HTTP/1.1 400", "an oversized header is refused");
+    assert.equal(relay.connectionsFailed, 3);
+  },
+);
+
+test(
+  "ConnectRelay: a grpc-js client with grpc_proxy reaches a server through the relay and the link",
+  LIMIT,
+  async () => {
+    const net = network();
+    net.setLink("b", "a", { latencyMs: 20 });
+    const identity = (b: Buffer) => b;
+    const service: grpc.ServiceDefinition = {
+      echo: {
+        path: "/test.Echo/Echo",
+        requestStream: false,
+        responseStream: false,
+        requestSerialize: identity,
+        requestDeserialize: identity,
+        responseSerialize: identity,
+        responseDeserialize: identity,
+      },
+    };
+    const grpcServer = new grpc.Server();
+    grpcServer.addService(service, {
+      echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) =>
+        cb(null, call.request),
     });
-  });
-  const refused = await dial(relayPort, "127.0.0.1", "127.0.0.1");
-  const refusedBack = readBytes(refused, 12);
-  refused.write(`CONNECT 127.0.0.1:${closedPort} HTTP/1.1\r\n\r\n`);
-  assert.equal((await refusedBack).toString(), "HTTP/1.1 502");
-  assert.equal(relay.connectionsFailed, 2);
-});
-
-test("ConnectRelay: a grpc-js client with grpc_proxy reaches a server through the relay and the link", async () => {
-  const net = network();
-  net.setLink("b", "a", { latencyMs: 20 });
-  const identity = (b: Buffer) => b;
-  const service: grpc.ServiceDefinition = {
-    echo: {
-      path: "/test.Echo/Echo",
-      requestStream: false,
-      responseStream: false,
-      requestSerialize: identity,
-      requestDeserialize: identity,
-      responseSerialize: identity,
-      responseDeserialize: identity,
-    },
-  };
-  const grpcServer = new grpc.Server();
-  grpcServer.addService(service, {
-    echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) =>
-      cb(null, call.request),
-  });
-  const grpcPort = await new Promise<number>((resolve, reject) =>
-    grpcServer.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) =>
-      e ? reject(e) : resolve(p),
-    ),
-  );
-  cleanups.push(() => grpcServer.forceShutdown());
-  const { port } = await proxyFor(net, grpcPort);
-  const relay = new ConnectRelay({ localAddress: B });
-  await relay.listen();
-  cleanups.push(() => relay.close());
-
-  const saved = { grpc_proxy: process.env.grpc_proxy, no_grpc_proxy: process.env.no_grpc_proxy };
-  process.env.grpc_proxy = relay.url;
-  process.env.no_grpc_proxy = "no-such-host.invalid"; // shadow any no_proxy that lists 127.0.0.x
-  const Client = grpc.makeGenericClientConstructor(service, "Echo");
-  const client = new Client(`${A}:${port}`, grpc.credentials.createInsecure());
-  for (const [k, v] of Object.entries(saved)) {
-    if (v === undefined) delete process.env[k];
-    else process.env[k] = v;
-  }
-  try {
-    const reply = await new Promise<Buffer>((resolve, reject) =>
-      (client as unknown as Record<string, (...a: unknown[]) => void>).echo!(
-        Buffer.from("through the relay"),
-        { deadline: Date.now() + 5000 },
-        (e: Error | null, r: Buffer) => (e ? reject(e) : resolve(r)),
+    const grpcPort = await new Promise<number>((resolve, reject) =>
+      grpcServer.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) =>
+        e ? reject(e) : resolve(p),
       ),
     );
-    assert.equal(reply.toString(), "through the relay");
-  } finally {
-    client.close();
-  }
-  assert.equal(relay.connectionsRelayed, 1);
-  assert.equal(net.link("b", "a").connectionsOpened, 1, "the proxy saw b as the source");
-  assert.ok(net.link("a", "b").bytesDelivered > 0);
-});
+    cleanups.push(() => grpcServer.forceShutdown());
+    const { port } = await proxyFor(net, grpcPort);
+    const relay = new ConnectRelay({ localAddress: B });
+    await relay.listen();
+    cleanups.push(() => relay.close());
+
+    const saved = { grpc_proxy: process.env.grpc_proxy, no_grpc_proxy: process.env.no_grpc_proxy };
+    process.env.grpc_proxy = relay.url;
+    process.env.no_grpc_proxy = "no-such-host.invalid"; // shadow any no_proxy that lists 127.0.0.x
+    const Client = grpc.makeGenericClientConstructor(service, "Echo");
+    const client = new Client(`${A}:${port}`, grpc.credentials.createInsecure());
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+    try {
+      const reply = await new Promise<Buffer>((resolve, reject) =>
+        (client as unknown as Record<string, (...a: unknown[]) => void>).echo!(
+          Buffer.from("through the relay"),
+          { deadline: Date.now() + 5000 },
+          (e: Error | null, r: Buffer) => (e ? reject(e) : resolve(r)),
+        ),
+      );
+      assert.equal(reply.toString(), "through the relay");
+    } finally {
+      client.close();
+    }
+    assert.equal(relay.connectionsRelayed, 1);
+    assert.equal(net.link("b", "a").connectionsOpened, 1, "the proxy saw b as the source");
+    assert.ok(net.link("a", "b").bytesDelivered > 0);
+  },
+);
