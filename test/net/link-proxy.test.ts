@@ -245,6 +245,27 @@ test(
   },
 );
 
+test("the destination sees each sender's own address, not the proxy's", LIMIT, async () => {
+  const net = network();
+  const seen: string[] = [];
+  const { port } = await proxyFor(
+    net,
+    (
+      await server((s) => {
+        seen.push(s.remoteAddress ?? "");
+        s.pipe(s);
+      })
+    ).port,
+  );
+  for (const from of [B, C]) {
+    const s = await dial(port, from);
+    const back = readBytes(s, 2);
+    s.write("hi");
+    await back;
+  }
+  assert.deepEqual(seen, [B, C]);
+});
+
 test("the source node is identified by the dialer's address", LIMIT, async () => {
   const net = network();
   net.setLink("b", "a", { latencyMs: 150 });

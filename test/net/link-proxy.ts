@@ -227,11 +227,16 @@ class Conn implements LinkListener {
   }
 
   private dial(): void {
+    // The destination sees the sender's own address, not the proxy's: its per-address limits
+    // (handshakes in progress, sync admission) must count each node apart, as across a real
+    // network. Any 127/8 address is this machine's, so the proxy can bind the client's.
+    const source = this.client.remoteAddress?.replace(/^::ffff:/, "");
     const upstream = tcpConnect({
       host: this.proxy.targetHost,
       port: this.proxy.targetPort,
       allowHalfOpen: true,
       noDelay: true,
+      ...(source?.startsWith("127.") ? { localAddress: source } : {}),
     });
     this.upstream = upstream;
     upstream.on("error", () => this.abort(upstream));

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
 import { readKeyFile } from "../../src/crypto/index.js";
-import { metricSum, scrapeMetrics, sleep } from "../helpers/e2e-process.js";
+import { metricSum, scrapeMetrics, sleep, waitUntil } from "../helpers/e2e-process.js";
 import { dialerHandshake, freshHello, RawGossipStream, rawClient } from "../helpers/gossip-raw-client.js";
 import { HandshakeFlood } from "./handshake-flood.js";
 import { NetHarness } from "./harness.js";
@@ -105,12 +105,20 @@ describe("network under faults (full matrix)", () => {
   );
 
   scenario("a serving full node SIGKILLed mid-catch-up and restarted", "127.0.24", async (h, note) => {
-    await h.addFullNode("f3", { bootstrap: ["f1"] });
     // f3 can reach f1 only, over a 1 MB/s link, so that its catch-up takes a while.
-    h.network.partition(["f3"], ["v0", "v1", "v2", "v3", "f2"]);
-    h.network.setPair("f1", "f3", { bandwidthBytesPerSec: 1_000_000 });
-    await sleep(2_000);
-    const before = (await h.availability("f3")).highest;
+    await h.addFullNode("f3", {
+      bootstrap: ["f1"],
+      beforeStart: (h) => {
+        h.network.partition(["f3"], ["v0", "v1", "v2", "v3", "f2"]);
+        h.network.setPair("f1", "f3", { bandwidthBytesPerSec: 1_000_000 });
+      },
+    });
+    const before = await waitUntil(
+      async () => (await h.availability("f3")).highest || false,
+      "f3 applying its first commits from f1",
+      30_000,
+      50,
+    );
     const tip = await h.tip();
     assert.ok(before < tip - 2, `f3 is mid-catch-up (${before} of ${tip}) when f1 is killed`);
     await h.crashAndRestart("f1", 2_000);

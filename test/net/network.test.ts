@@ -16,7 +16,7 @@
  */
 import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
-import { sleep } from "../helpers/e2e-process.js";
+import { sleep, waitUntil } from "../helpers/e2e-process.js";
 import { NetHarness } from "./harness.js";
 
 const FULL = process.env.DAGSYNC_NET_FULL === "1";
@@ -48,7 +48,7 @@ describe("network under faults (short set)", { timeout: 240_000 }, () => {
       // Links of 50–125 ms each way (RTT 100–250 ms) with 20 ms of jitter, set before any full node
       // exists: full nodes' links are drawn when they are added.
       longLinks(h, 50, 125, 20);
-      const f1 = await h.addFullNode("f1", { bootstrap: ["v0"] });
+      await h.addFullNode("f1", { bootstrap: ["v0"] });
       longLinks(h, 50, 125, 20);
       await h.waitNearTip(["f1"], 60_000);
       // f2 knows only f1, a full node: discovery finds the validators.
@@ -68,11 +68,23 @@ describe("network under faults (short set)", { timeout: 240_000 }, () => {
       await h.waitNearTip(["f1", "f2"], RECOVER_MS);
 
       // f3 catches up from f1 alone; f1 is SIGKILLed mid-catch-up and restarted.
-      const f3 = await h.addFullNode("f3", { bootstrap: ["f1"] });
-      longLinks(h, 50, 125, 20);
-      for (const n of ["v0", "v1", "v2", "v3"]) h.network.partition(["f3"], [n]);
-      await sleep(1_500);
-      const before = (await h.availability("f3")).highest;
+      // f3 reaches f1 alone, over a 1 MB/s link, so its catch-up is still running when f1 dies.
+      await h.addFullNode("f3", {
+        bootstrap: ["f1"],
+        beforeStart: (h) => {
+          longLinks(h, 50, 125, 20);
+          h.network.partition(["f3"], ["v0", "v1", "v2", "v3", "f2"]);
+          h.network.setPair("f1", "f3", { bandwidthBytesPerSec: 1_000_000 });
+        },
+      });
+      const before = await waitUntil(
+        async () => (await h.availability("f3")).highest || false,
+        "f3 applying its first commits from f1",
+        30_000,
+        50,
+      );
+      const tip = await h.tip();
+      assert.ok(before < tip - 2, `f3 is mid-catch-up (${before} of ${tip}) when f1 is killed`);
       await h.crashAndRestart("f1", 1_000);
       h.network.heal();
       await h.waitNearTip(["f1", "f2", "f3"], RECOVER_MS);
@@ -90,8 +102,6 @@ describe("network under faults (short set)", { timeout: 240_000 }, () => {
       assert.ok(resets > 0, "the resetting links reset connections");
       for (const n of h.network.nodes())
         if (n !== "v3") h.network.setPair("v3", n, { resetMeanMs: undefined });
-      void f1;
-      void f3;
     });
     await h.finish({ convergeMs: 60_000 });
   });
