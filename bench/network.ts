@@ -73,6 +73,14 @@ export interface ShapedRun {
   serverCpuSeconds: number;
   /** CPU of this process over the run (the link proxies, all in it), core-seconds. */
   proxyCpuSeconds: number;
+  /**
+   * From the node's start to the first byte a peer sent it, s (undefined without proxies): the
+   * node's `seconds` include the part of this after its own start-up (first height queries,
+   * first FetchCommits round).
+   */
+  firstByteSeconds: number | undefined;
+  /** Wire bytes from all peers per second, from the first byte to the node's exit, MB/s. */
+  wireMbPerSec: number | undefined;
   /** The proxies' per-connection queue bound of the run, bytes. */
   highWaterBytes: number | undefined;
 }
@@ -173,9 +181,17 @@ async function syncRun(
     const ownCpuBefore = process.cpuUsage();
     const child = spawn(o.cli, args, {
       stdio: ["ignore", "ignore", "pipe"],
-      env:
-        o.nodeOptions === undefined ? process.env : { ...process.env, DAGSYNC_NODE_OPTIONS: o.nodeOptions },
+      env: {
+        ...process.env,
+        ...(o.nodeOptions === undefined ? {} : { DAGSYNC_NODE_OPTIONS: o.nodeOptions }),
+      },
     });
+    const spawnedAt = performance.now();
+    let firstByteAt: number | undefined;
+    const delivered = () => network.stats().reduce((n, s) => n + (s.dst === NODE ? s.bytesDelivered : 0), 0);
+    const firstByte = setInterval(() => {
+      if (firstByteAt === undefined && delivered() > 0) firstByteAt = performance.now();
+    }, 20);
     const memory = peakMemory(child.pid ?? 0);
     const guard = setTimeout(() => child.kill("SIGKILL"), RUN_TIMEOUT_MS);
     let log = "";
@@ -184,6 +200,8 @@ async function syncRun(
     });
     const code = await new Promise<number | null>((resolve) => child.once("exit", resolve));
     clearTimeout(guard);
+    clearInterval(firstByte);
+    const exitedAt = performance.now();
     const peaks = memory.stop();
     const ownCpu = process.cpuUsage(ownCpuBefore);
     const serverCpuSeconds = processesCpuSeconds(servers.map((s) => s.child.pid)) - serverCpuBefore;
@@ -212,6 +230,11 @@ async function syncRun(
       nodeCpuSeconds: r.cpuSeconds,
       serverCpuSeconds,
       proxyCpuSeconds: (ownCpu.user + ownCpu.system) / 1e6,
+      firstByteSeconds: shaped && firstByteAt !== undefined ? (firstByteAt - spawnedAt) / 1000 : undefined,
+      wireMbPerSec:
+        shaped && firstByteAt !== undefined
+          ? delivered() / 1e6 / ((exitedAt - firstByteAt) / 1000)
+          : undefined,
       highWaterBytes: shaped ? highWaterBytes : undefined,
     };
   } finally {
@@ -254,7 +277,9 @@ export function formatNetworkReport(r: NetworkReport): string {
     lines.push(
       `  ${name.padEnd(28)}  ${f(x.seconds, 2)} s — ${f(x.mbPerSec)} MB/s, ratio to ${capName} ${f(x.mbPerSec / capMb, 2)}` +
         `  (target ≥ ${target}); ${detail(x)}`,
-      `    from each peer (wire, MB): ${perPeer(x, slow)}; total ${f(wire(x))} MB` +
+      `    from each peer (wire, MB): ${perPeer(x, slow)}; total ${f(wire(x))} MB; ` +
+        `first byte ${f(x.firstByteSeconds ?? Number.NaN, 2)} s after spawn, then ${f(x.wireMbPerSec ?? Number.NaN, 2)} MB/s on the wire ` +
+        `(${f((x.wireMbPerSec ?? Number.NaN) / capMb, 2)} of the cap)` +
         `${x.highWaterBytes !== undefined && x.highWaterBytes > DEFAULT_HIGH_WATER_BYTES ? `; proxy queue bound ${f(x.highWaterBytes / 1024 / 1024, 2)} MiB` : ""}`,
     );
   }
