@@ -3,13 +3,18 @@
  *
  *   BENCH_BLOCKS  blocks in the catch-up chain (default 100000; the RSS check also syncs half)
  *   BENCH_QUICK=1 a smaller run (20000 blocks, shorter limit measurements) for a smoke test
- *   BENCH_ONLY    a comma-separated subset of: serving, load, catchup, archive, gossip (default: all)
+ *   BENCH_ONLY    a comma-separated subset of: serving, load, catchup, archive, network, gossip
+ *                 (default: all)
  *   BENCH_SYNC_NODE_OPTIONS  V8 options for the syncing node only, in place of bin/dagsync's
  *                 (e.g. "" for V8's defaults instead of the 1 GB heap limit)
  *
  * The full-chain catch-up is followed by the catch-up floor (bench/catch-up-floor.ts) against
  * the same servers: what fetching, digest-checking and writing the blocks costs with nothing
  * else, the most a catch-up could reach on this machine.
+ *
+ * The network section (bench/network.ts, issue 15) catches up the half chain from 4 serving
+ * processes behind link proxies: uncapped (R), then each link capped at R/8, with one peer at a
+ * tenth of that, and with 200 ms RTT on every link.
  *
  * Devnets are generated once and cached in bench/.cache.
  */
@@ -33,6 +38,8 @@ import {
 } from "./gossip.js";
 import { type Limits, measureLimits } from "./limits.js";
 import { formatLoadReport, loadBench } from "./load.js";
+import { formatNetworkReport, networkBench } from "./network.js";
+import { peakMemory, processCpuSeconds } from "./process-stats.js";
 import { type ServeProcess, startServeProcess, stopProcesses } from "./serve-process.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -41,7 +48,7 @@ const CLI = join(ROOT, "bin/dagsync");
 const CACHE = join(ROOT, "bench/.cache");
 const QUICK = process.env.BENCH_QUICK === "1";
 const ONLY = new Set(
-  (process.env.BENCH_ONLY ?? "serving,load,catchup,archive,gossip").split(",").map((x) => x.trim()),
+  (process.env.BENCH_ONLY ?? "serving,load,catchup,archive,network,gossip").split(",").map((x) => x.trim()),
 );
 const BLOCKS = Number(process.env.BENCH_BLOCKS ?? (QUICK ? 20_000 : 100_000));
 const SYNC_NODE_OPTIONS = process.env.BENCH_SYNC_NODE_OPTIONS;
@@ -103,16 +110,6 @@ interface Floor {
   serverCpuSeconds: number;
 }
 
-/** User + system CPU of a process so far, seconds (Linux /proc; NaN elsewhere). */
-function processCpuSeconds(pid: number | undefined): number {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
-  } catch {
-    return Number.NaN;
-  }
-}
-
 const serversCpu = (children: ChildProcess[]) =>
   children.reduce((sum, c) => sum + processCpuSeconds(c.pid), 0);
 
@@ -136,34 +133,6 @@ async function catchUpFloor(refsStore: string, peers: string[], servers: ChildPr
     mbPerSec: r.bytes / r.seconds / 1e6,
     clientCpuSeconds: r.cpuSeconds,
     serverCpuSeconds: serversCpu(servers) - before,
-  };
-}
-
-/**
- * Samples /proc/PID/status every 50 ms for the peaks of RssAnon (the process's own memory) and
- * RssFile (file pages mapped into it: the node binary and LevelDB's memory-mapped table files,
- * which the kernel can reclaim). maxRSS adds the two, so it grows with the store's size even
- * when the process's own memory does not. Zero where /proc is absent.
- */
-function peakMemory(pid: number): { stop: () => { anonMb: number; fileMb: number } } {
-  let anon = 0;
-  let file = 0;
-  const sample = () => {
-    try {
-      const status = readFileSync(`/proc/${pid}/status`, "utf8");
-      const kb = (key: string) => Number(new RegExp(`${key}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0);
-      anon = Math.max(anon, kb("RssAnon"));
-      file = Math.max(file, kb("RssFile"));
-    } catch {
-      // the process has exited, or no /proc
-    }
-  };
-  const timer = setInterval(sample, 50);
-  return {
-    stop: () => {
-      clearInterval(timer);
-      return { anonMb: anon / 1024, fileMb: file / 1024 };
-    },
   };
 }
 
@@ -259,6 +228,7 @@ async function main(): Promise<void> {
 
   if (ONLY.has("serving") || ONLY.has("load") || ONLY.has("catchup") || ONLY.has("archive"))
     await chainBenches(limits);
+  if (ONLY.has("network")) await networkSection();
   if (ONLY.has("gossip")) await gossipBench();
 }
 
@@ -392,6 +362,13 @@ async function exportArchiveOnce(
   }
   const m = parseManifest(readFileSync(manifestFile, "utf8"));
   return { chunks: m.chunks.length, bytes: m.chunks.reduce((n, c) => n + c.bytes, 0) };
+}
+
+/** Catch-up over shaped links (bench/network.ts), on the half chain. */
+async function networkSection(): Promise<void> {
+  const summary = await devnet(Math.round(BLOCKS / 2));
+  const r = await networkBench({ cli: CLI, summary, workDir: CACHE, nodeOptions: SYNC_NODE_OPTIONS });
+  console.log(`\n${formatNetworkReport(r)}`);
 }
 
 async function gossipBench(): Promise<void> {

@@ -8,24 +8,31 @@ import { createServer } from "node:net";
 import { PeerClient } from "../src/client/index.js";
 
 export interface ServeProcess {
-  /** "127.0.0.1:PORT" */
+  /** "HOST:PORT" (HOST 127.0.0.1 unless another loopback address was asked for) */
   readonly address: string;
   readonly child: ChildProcess;
 }
 
-export async function freePort(): Promise<number> {
+export async function freePort(host = "127.0.0.1"): Promise<number> {
   return new Promise((resolve) => {
-    const s = createServer().listen(0, "127.0.0.1", () => {
+    const s = createServer().listen(0, host, () => {
       const a = s.address();
       s.close(() => resolve(typeof a === "object" && a !== null ? a.port : 0));
     });
   });
 }
 
-/** Starts `cli serve` on `store` at a free loopback port and waits until it answers. */
-export async function startServeProcess(cli: string, store: string): Promise<ServeProcess> {
-  const port = await freePort();
-  const address = `127.0.0.1:${port}`;
+/**
+ * Starts `cli serve` on `store` at a free port of `host` (a loopback address) and waits until it
+ * answers.
+ */
+export async function startServeProcess(
+  cli: string,
+  store: string,
+  host = "127.0.0.1",
+): Promise<ServeProcess> {
+  const port = await freePort(host);
+  const address = `${host}:${port}`;
   const child = spawn(cli, ["serve", "--store", store, "--listen", address], {
     stdio: ["ignore", "ignore", "inherit"],
     env: { ...process.env, DAGSYNC_LOG_LEVEL: "warn" },
