@@ -26,7 +26,7 @@
  * run then measures dagsync's windows and deadlines, not the emulator's.
  */
 import { spawn } from "node:child_process";
-import { rm } from "node:fs/promises";
+import { rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { DevnetSummary } from "../src/devnet/write.js";
 import { DEFAULT_HIGH_WATER_BYTES, type LinkProfile, LinkProxy, Network } from "../test/net/index.js";
@@ -127,6 +127,7 @@ export async function networkBench(o: NetworkBenchOptions): Promise<NetworkRepor
   }
 }
 
+let logRuns = 0;
 const portOf = (address: string) => Number(address.slice(address.lastIndexOf(":") + 1));
 
 /**
@@ -199,6 +200,9 @@ async function syncRun(
       log += d;
     });
     const code = await new Promise<number | null>((resolve) => child.once("exit", resolve));
+    // BENCH_NET_LOG=PREFIX keeps each run's node log (PREFIX-<n>.log), to see where time went.
+    if (process.env.BENCH_NET_LOG !== undefined)
+      await writeFile(`${process.env.BENCH_NET_LOG}-${++logRuns}.log`, log);
     clearTimeout(guard);
     clearInterval(firstByte);
     const exitedAt = performance.now();

@@ -33,10 +33,21 @@ export interface SyncOptions {
   readonly blockEstimateWeight: number;
   /** Commit batches planned ahead of the applied height. Default 32. */
   readonly maxSegmentsAhead: number;
-  /** Requests in flight across all peers. Default 12. */
+  /**
+   * Requests in flight across all peers. Default 16: four slots for each of four peers, so that on
+   * long links (200 ms RTT) every peer's link stays busy while its requests travel (12 left the
+   * links a quarter idle; BENCHMARKS.md, network section).
+   */
   readonly maxConcurrentRequests: number;
   /** Requests in flight to one peer. Default 4. */
   readonly maxRequestsPerPeer: number;
+  /**
+   * A peer out of request slots is waited for, rather than an idle one used now, when what one
+   * more request can expect from it (its measured rate over its requests in flight, plus one) is
+   * more than this many times the idle one's. Default 1.5: a peer at a tenth of the others' speed
+   * then gets no work they could do sooner; one at a third still helps.
+   */
+  readonly busyPeerPreference: number;
   /** Bytes fetched but not yet applied; bounds memory whatever the chain length. Default 128 MiB. */
   readonly maxInflightBytes: number;
   /**
@@ -123,8 +134,9 @@ export const DEFAULT_SYNC_OPTIONS: SyncOptions = {
   minBlockBytesEstimate: 256,
   blockEstimateWeight: 0.2,
   maxSegmentsAhead: 32,
-  maxConcurrentRequests: 12,
+  maxConcurrentRequests: 16,
   maxRequestsPerPeer: 4,
+  busyPeerPreference: 1.5,
   maxInflightBytes: 128 * 1024 * 1024,
   maxApplyBatchBytes: 2 * 1024 * 1024,
   banDurationMs: 60_000,

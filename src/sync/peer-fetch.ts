@@ -1,11 +1,12 @@
 /**
  * Every RPC the engine makes goes through here, so that each gets the same treatment:
- * - a deadline: fetches pass the bytes they expect, from which the client sizes an adaptive
- *   deadline; height queries have a fixed one (`heightQueryTimeoutMs`); all end on `stop()`;
+ * - a deadline: fetches pass the bytes they expect, their own and those already in flight to
+ *   the peer (sharing its link), from which the client sizes an adaptive deadline; height queries have a fixed one (`heightQueryTimeoutMs`); all end on `stop()`;
  * - a slot: a call counts against `maxRequestsPerPeer` (and, for fetches, against
  *   `maxConcurrentRequests`) from launch until its answer is handled;
  * - the byte budget: a fetch reserves its estimated size until it settles;
- * - metrics and the balancer's throughput sample, on every fetch that succeeds;
+ * - metrics and the balancer's throughput sample, on every fetch that succeeds: its rate times the
+ *   mean number of calls in flight to the peer meanwhile, so that the sample is the peer's rate;
  * - an end when its peer leaves the set (`PeerState.leaving`): its work goes back to the plan.
  *
  * Threat: a slow or silent peer must not hold slots or budget for ever (the deadline frees them),
@@ -74,7 +75,9 @@ export class PeerFetch {
     onError: (e: unknown) => void,
   ): void {
     const { options, network } = this.deps;
-    const expectedBytes = Math.max(reserve * options.commitAnswerHeadroom, options.commitAnswerBytes);
+    // Its deadline also covers the bytes already in flight to the peer: they share its link.
+    const expectedBytes =
+      Math.max(reserve * options.commitAnswerHeadroom, options.commitAnswerBytes) + peer.inflightBytes;
     this.call(
       { peer, method: "FetchCommits", reserve },
       "FetchCommits answer",
@@ -92,11 +95,13 @@ export class PeerFetch {
     onOk: (res: BlocksResponse) => void,
     onError: (e: unknown) => void,
   ): void {
+    // Sized for the bytes already in flight to the peer too: they share its link, so a long link
+    // kept full by several requests does not time them out (DESIGN §4: deadlines suit the link).
+    const expectedBytes = reserve + peer.inflightBytes;
     this.call(
       { peer, method: "FetchBlocks", reserve },
       "FetchBlocks answer",
-      (signal) =>
-        this.deps.network.fetchBlocks(peer.address, refs, { signal, expectedBytes: reserve, commits }),
+      (signal) => this.deps.network.fetchBlocks(peer.address, refs, { signal, expectedBytes, commits }),
       onOk,
       onError,
     );
@@ -135,19 +140,27 @@ export class PeerFetch {
   ): void {
     const { peers, budget, metrics, signal, spawn } = this.deps;
     const { peer, method, reserve } = spec;
+    const started = performance.now();
+    accrue(peer, started);
+    const areaAtStart = peer.inflightArea;
     peer.inflight++;
     if (reserve !== undefined) {
       this.fetches++;
+      peer.inflightBytes += reserve;
       budget.reserve(reserve);
     }
+    let concurrency = 1;
     const end = () => {
+      const now = performance.now();
+      accrue(peer, now);
+      if (now > started) concurrency = (peer.inflightArea - areaAtStart) / (now - started);
       peer.inflight--;
       if (reserve !== undefined) {
         this.fetches--;
+        peer.inflightBytes -= reserve;
         budget.unreserve(reserve);
       }
     };
-    const started = performance.now();
     spawn(
       what,
       () => task(AbortSignal.any([signal, peer.leaving.signal])),
@@ -156,7 +169,7 @@ export class PeerFetch {
         const bytes = (value as { bytes?: number }).bytes;
         if (reserve !== undefined && bytes !== undefined) {
           const ms = performance.now() - started;
-          peers.recordSuccess(peer, bytes, ms);
+          peers.recordSuccess(peer, bytes, ms, concurrency);
           metrics?.bytesFetched.inc({ method }, bytes);
           metrics?.fetchSeconds.observe({ method }, ms / 1000);
         }
@@ -168,4 +181,10 @@ export class PeerFetch {
       },
     );
   }
+}
+
+/** Brings the peer's ∫ inflight dt up to `now` (ms), before its count of calls in flight changes. */
+function accrue(peer: PeerState, now: number): void {
+  if (peer.inflightAreaAt > 0) peer.inflightArea += peer.inflight * (now - peer.inflightAreaAt);
+  peer.inflightAreaAt = now;
 }

@@ -80,7 +80,19 @@ export interface PeerState {
   doubtedFrom: number;
   doubtedUntil: number;
   inflight: number;
-  /** EWMA of bytes per second over completed fetches; undefined until measured. */
+  /** Bytes reserved by the fetches in flight to it (they share its connection). */
+  inflightBytes: number;
+  /**
+   * ∫ inflight dt (ms) up to `inflightAreaAt`: a request's mean concurrency is the growth of this
+   * over its lifetime divided by that lifetime.
+   */
+  inflightArea: number;
+  inflightAreaAt: number;
+  /**
+   * EWMA of the peer's delivery rate, bytes per second, over completed fetches: each fetch's own
+   * rate times the mean number of calls in flight beside it, so that the figure is the peer's
+   * (its link's) rate, not one request's share of it. Undefined until measured.
+   */
   bytesPerSecond: number | undefined;
   lastError: string;
   lastPushAt: number;
@@ -148,6 +160,9 @@ export class PeerSet {
       doubtedFrom: 0,
       doubtedUntil: 0,
       inflight: 0,
+      inflightBytes: 0,
+      inflightArea: 0,
+      inflightAreaAt: 0,
       bytesPerSecond: undefined,
       lastError: "",
       lastPushAt: 0,
@@ -314,7 +329,8 @@ export class PeerSet {
   /**
    * The best peer that can serve commits [start, end], or undefined. Healthy peers first (by
    * throughput per request in flight, sometimes exploring an unmeasured one), then peers in
-   * backoff whose retry time has come, as a last resort.
+   * backoff whose retry time has come, as a last resort. Undefined also when a much faster peer
+   * (`busyPeerPreference`) will have a free slot before long: the work waits for it.
    */
   pick(start: number, end: number, now: number, exclude?: ReadonlySet<string>): PeerState | undefined {
     const covering = [...this.peers.values()].filter(
@@ -336,26 +352,51 @@ export class PeerSet {
       (unmeasured.length === pool.length || this.random() < this.options.explorationRate)
     )
       return unmeasured[Math.floor(this.random() * unmeasured.length)];
+    const best = this.bestMeasured(pool);
+    // A much faster peer that is only out of slots for now gets the work once a slot frees, rather
+    // than a slow idle peer now: on a link a tenth as fast, a request finishes far later than it
+    // would after waiting, and the head of the chain waits on it (DESIGN §4 item 4's balancer).
+    if (best !== undefined && best.bytesPerSecond !== undefined) {
+      const waiting = covering.filter(
+        (p) =>
+          p.consecutiveFailures === 0 &&
+          p.retryAt <= now &&
+          p.inflight >= this.options.maxRequestsPerPeer &&
+          p.bytesPerSecond !== undefined,
+      );
+      const faster = this.bestMeasured(waiting);
+      if (faster !== undefined && score(faster) > this.options.busyPeerPreference * score(best))
+        return undefined;
+    }
+    return best;
+  }
+
+  /** The peer of `pool` with the best throughput per request in flight. */
+  private bestMeasured(pool: readonly PeerState[]): PeerState | undefined {
     let best: PeerState | undefined;
     let bestScore = -1;
     for (const p of pool) {
-      const score = (p.bytesPerSecond ?? 0) / (1 + p.inflight);
-      if (score > bestScore) {
+      if (score(p) > bestScore) {
         best = p;
-        bestScore = score;
+        bestScore = score(p);
       }
     }
     return best;
   }
 
-  recordSuccess(p: PeerState, bytes: number, elapsedMs: number): void {
+  /**
+   * A fetch of `bytes` completed in `elapsedMs`, with on average `concurrency` calls (itself
+   * included) in flight to the peer meanwhile: they shared its link, so the peer's rate is this
+   * fetch's rate times that.
+   */
+  recordSuccess(p: PeerState, bytes: number, elapsedMs: number, concurrency = 1): void {
     p.consecutiveFailures = 0;
     p.dialFailures = 0;
     p.demotions = 0;
     p.retryAt = 0;
     p.busy = false;
     if (bytes > 16 * 1024) {
-      const sample = bytes / Math.max(elapsedMs / 1000, 0.001);
+      const sample = (bytes / Math.max(elapsedMs / 1000, 0.001)) * Math.max(1, concurrency);
       p.bytesPerSecond = p.bytesPerSecond === undefined ? sample : 0.7 * p.bytesPerSecond + 0.3 * sample;
     } else if (p.bytesPerSecond === undefined) p.bytesPerSecond = 1; // measured, if not yet usefully
   }
@@ -398,4 +439,9 @@ export class PeerSet {
     p.banCount++;
     p.lastError = reason;
   }
+}
+
+/** What one more request to `p` can expect: its rate, shared with the calls already in flight. */
+export function score(p: PeerState): number {
+  return (p.bytesPerSecond ?? 0) / (1 + p.inflight);
 }

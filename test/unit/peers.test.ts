@@ -170,9 +170,19 @@ describe("PeerSet.pick", () => {
     // Requests in flight divide the score: 100,000 / (1 + 3) > 10,000, the fast peer still wins...
     set.get("fast:1")!.inflight = 3;
     assert.equal(address(set.pick(1, 10, NOW)), "fast:1");
-    // ...while a peer at maxRequestsPerPeer is not picked at all.
+    // ...while a peer at maxRequestsPerPeer is not picked at all: an idle peer gets the work if
+    // one more request there can expect at least 1/busyPeerPreference of what the busy one gives
+    // (100,000 / 5 = 20,000 against mid's 10,000: wait for the fast one)...
     set.get("fast:1")!.inflight = OPTIONS.maxRequestsPerPeer;
+    assert.equal(set.pick(1, 10, NOW), undefined, "20,000 > 1.5 × 10,000: the work waits");
+    set.get("mid:1")!.bytesPerSecond = 15_000;
+    assert.equal(address(set.pick(1, 10, NOW)), "mid:1", "20,000 < 1.5 × 15,000: the idle peer helps");
+    // ...and a busy peer in a failure streak is never waited for.
+    set.get("mid:1")!.bytesPerSecond = 2_000; // still above slow's 1,000
+    set.recordFailure(set.get("fast:1")!, "deadline", NOW);
+    set.get("fast:1")!.retryAt = NOW;
     assert.equal(address(set.pick(1, 10, NOW)), "mid:1");
+    set.get("fast:1")!.consecutiveFailures = 0;
     // ...and with a higher cap, enough requests in flight make a slower idle peer the better choice.
     const wide = peerSet(["a:1", "b:1"], () => 0.99, { ...OPTIONS, maxRequestsPerPeer: 100 });
     for (const p of wide.all()) wide.updateHeights(p.address, report(100));
