@@ -76,6 +76,13 @@ export function archiveLocation(value: string, previous: string[] = []): string[
 }
 
 /** An IPv4 or IPv6 address (no port). */
+/** An IPv4 address (devnet --hosts: addresses are written HOST:PORT, unbracketed). */
+export function ipv4Address(value: string): string {
+  const v = value.trim();
+  if (isIP(v) !== 4) throw new InvalidArgumentError("expected an IPv4 address such as 127.0.0.11.");
+  return v;
+}
+
 export function ipAddress(value: string): string {
   const v = value.trim();
   if (isIP(v) === 0) throw new InvalidArgumentError("expected an IP address such as 127.0.0.11 (no port).");

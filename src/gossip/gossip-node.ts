@@ -229,9 +229,10 @@ export class GossipNode {
       call.removeAllListeners("data");
       call.emit("error", { code: grpc.status.RESOURCE_EXHAUSTED, details, metadata: new grpc.Metadata() });
     };
-    // Evicting a pending handshake ends its stream; `run` exists by then (eviction happens later).
+    // Evicting a pending handshake ends its stream (and its handshake, once started).
+    let run: ReturnType<typeof runHandshake> | undefined;
     const admission = this.pending.admit(peerHost(peerLabel), () => {
-      run.dispose();
+      run?.dispose();
       refuse("handshake evicted: too many handshakes in progress on this node");
     });
     if (!admission.admitted) {
@@ -239,25 +240,34 @@ export class GossipNode {
       refuse(admission.reason);
       return;
     }
-    const run = runHandshake(this.handshake("listener"), call, this.options.handshakeTimeoutMs, (state) => {
-      admission.ticket.release();
-      if (state.status === "failed") {
-        const { error } = state;
-        const code =
-          error.kind === "permission" ? grpc.status.PERMISSION_DENIED : grpc.status.UNAUTHENTICATED;
-        this.config.metrics?.handshakes.inc({ role: "listener", result: grpc.status[code] ?? String(code) });
-        this.config.log.info({ peer: peerLabel, reason: error.message }, "gossip handshake refused");
-        call.removeAllListeners("data");
-        call.emit("error", { code, details: error.message, metadata: new grpc.Metadata() });
-        return;
-      }
-      this.config.metrics?.handshakes.inc({ role: "listener", result: "OK" });
-      session = new Session(state.theirs.networkKey, "listener", peerLabel, call);
-      this.establish(session);
-    });
+    const ticket = admission.ticket;
+    try {
+      run = runHandshake(this.handshake("listener"), call, this.options.handshakeTimeoutMs, (state) => {
+        ticket.release();
+        if (state.status === "failed") {
+          const { error } = state;
+          const code =
+            error.kind === "permission" ? grpc.status.PERMISSION_DENIED : grpc.status.UNAUTHENTICATED;
+          this.config.metrics?.handshakes.inc({
+            role: "listener",
+            result: grpc.status[code] ?? String(code),
+          });
+          this.config.log.info({ peer: peerLabel, reason: error.message }, "gossip handshake refused");
+          call.removeAllListeners("data");
+          call.emit("error", { code, details: error.message, metadata: new grpc.Metadata() });
+          return;
+        }
+        this.config.metrics?.handshakes.inc({ role: "listener", result: "OK" });
+        session = new Session(state.theirs.networkKey, "listener", peerLabel, call);
+        this.establish(session);
+      });
+    } catch (e) {
+      ticket.release(); // a handshake that never started holds no slot
+      throw e;
+    }
     const settle = () => {
-      admission.ticket.release();
-      run.dispose();
+      ticket.release();
+      run?.dispose();
     };
     call.on("error", settle);
     call.on("cancelled", settle);

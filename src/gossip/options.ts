@@ -119,6 +119,9 @@ export function resolveGossipOptions(input: GossipOptionsInput = {}): GossipOpti
         throw new RangeError(
           `gossip ${lane}.${name} (${o[lane][name]} bytes) must be at least maxFrameBytes (${o.maxFrameBytes} bytes)`,
         );
+  for (const name of ["maxPendingHandshakes", "maxPendingHandshakesPerAddress"] as const)
+    if (!(Number.isInteger(o[name]) && o[name] >= 1))
+      throw new RangeError(`gossip ${name} (${o[name]}) must be an integer of at least 1`);
   return o;
 }
 

@@ -91,6 +91,9 @@ export class SyncEngine {
 
   constructor(private readonly config: SyncEngineConfig) {
     const options = { ...DEFAULT_SYNC_OPTIONS, ...config.options };
+    // Below 1 the balancer would wait even for a busy peer slower than an idle one.
+    if (!(options.busyPeerPreference >= 1))
+      throw new RangeError(`sync busyPeerPreference (${options.busyPeerPreference}) must be at least 1`);
     const { log, metrics } = config;
     this.options = options;
     this.store = config.store;

@@ -90,6 +90,10 @@ export class NetHarness {
   private genesis!: Uint8Array;
   private readonly lastStatus = new Map<string, string>();
   private fullNodes = 0;
+  /** Problems of processes the harness killed and replaced (their output is gone with them). */
+  private readonly earlierProblems: string[] = [];
+  /** The validators' tip when the harness was up: the scenario must see the chain grow past it. */
+  private startTip = 0;
 
   private constructor(
     readonly seed: number,
@@ -120,6 +124,7 @@ export class NetHarness {
     }
     try {
       await Promise.all(devnet.summary.validators.map((v) => h.startValidator(v.index)));
+      h.startTip = await h.tip();
     } catch (e) {
       throw await h.fail(e);
     }
@@ -321,6 +326,12 @@ export class NetHarness {
   /** SIGKILL (crash) and, after `downMs`, the same command again on the same store. */
   async crashAndRestart(name: string, downMs: number): Promise<void> {
     const node = this.node(name);
+    if (node.proc.exit !== undefined)
+      throw new Error(`${name} had already exited (${JSON.stringify(node.proc.exit)}) before the kill`);
+    // What the killed process logged, and its bans, are checked at the end like everyone's.
+    this.earlierProblems.push(...logProblems(node));
+    const bans = metricSum(await scrapeMetrics(node.metrics).catch(() => ""), "dagsync_peer_bans_total");
+    if (bans > 0) this.earlierProblems.push(`${name} banned ${bans} peer(s) before it was killed`);
     node.expectedDown = true;
     node.proc.signal("SIGKILL");
     await node.proc.exited;
@@ -409,6 +420,12 @@ export class NetHarness {
         15_000,
         200,
       );
+      // Live production went on through the scenario: recovery checks against a frozen tip
+      // would pass on their own.
+      assert.ok(
+        target >= this.startTip + 10,
+        `the validators' lowest head ${target} is at least 10 commits past the start's tip ${this.startTip}`,
+      );
       await waitUntil(
         async () => {
           const heads = await this.heads();
@@ -452,7 +469,7 @@ export class NetHarness {
       throw failure;
     }
     await this.stopAll();
-    const problems: string[] = [];
+    const problems: string[] = [...this.earlierProblems];
     for (const n of this.nodes.values()) {
       const exit = n.proc.exit;
       if (exit === undefined || exit.code !== 0) problems.push(`${n.name} exited ${JSON.stringify(exit)}`);

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import type { Command } from "commander";
 import { DEFAULT_DEVNET_OPTIONS } from "../../devnet/chain.js";
 import { writeDevnet } from "../../devnet/write.js";
-import { collect, integer, ipAddress } from "../options.js";
+import { collect, integer, ipv4Address } from "../options.js";
 
 /** Adds the command to `program`; returns it. */
 export function addDevnet(program: Command): Command {
@@ -43,7 +43,7 @@ export function addDevnet(program: Command): Command {
     .option(
       "--hosts <ips>",
       "one host per validator, comma-separated (e.g. 127.0.0.11,127.0.0.12,…), so that they look like distinct machines (default: 127.0.0.1 for all)",
-      collect(ipAddress),
+      collect(ipv4Address),
     )
     .option(
       "--move-rotated",
