@@ -30,7 +30,7 @@ function longLinks(h: NetHarness, lo: number, hi: number, jitterMs: number): voi
 
 const open: NetHarness[] = [];
 after(async () => {
-  for (const h of open) await h.close();
+  for (const h of open) await Promise.race([h.close(), new Promise((r) => setTimeout(r, 30_000).unref())]);
 });
 
 /** A network on its own subnet, two full nodes joined (f1 from v0, f2 from f1), then `body`. */
