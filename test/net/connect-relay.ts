@@ -66,6 +66,8 @@ export class ConnectRelay {
       this.server.once("error", onError);
       this.server.listen(this.port, this.host, () => {
         this.server.off("error", onError);
+        // An emulator never keeps a test process alive on its own: the test's own waits do.
+        this.server.unref();
         resolve(this.address);
       });
     });
@@ -86,10 +88,19 @@ export class ConnectRelay {
   /** Stops listening and destroys every connection. */
   close(): Promise<void> {
     for (const s of this.sockets) s.destroy();
-    return new Promise((resolve) => this.server.close(() => resolve()));
+    // server.close waits for every accepted socket to end: bounded, so a straggler cannot hang it.
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, 2_000);
+      timer.unref();
+      this.server.close(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
   }
 
   private track(socket: Socket): void {
+    socket.unref(); // see listen()
     this.sockets.add(socket);
     socket.on("error", () => {});
     socket.on("close", () => this.sockets.delete(socket));

@@ -239,6 +239,7 @@ class Conn implements LinkListener {
       ...(source?.startsWith("127.") ? { localAddress: source } : {}),
     });
     this.upstream = upstream;
+    upstream.unref(); // see LinkProxy.listen()
     upstream.on("error", () => this.abort(upstream));
     upstream.on("close", () => this.onClose(upstream));
     upstream.on("connect", () => {
@@ -327,6 +328,8 @@ export class LinkProxy {
       this.server.once("error", onError);
       this.server.listen(this.port, this.host, () => {
         this.server.off("error", onError);
+        // An emulator never keeps a test process alive on its own: the test's own waits do.
+        this.server.unref();
         resolve(this.address);
       });
     });
@@ -353,7 +356,15 @@ export class LinkProxy {
   /** Stops listening and destroys every connection. */
   close(): Promise<void> {
     for (const c of [...this.conns]) c.destroy();
-    return new Promise((resolve) => this.server.close(() => resolve()));
+    // server.close waits for every accepted socket to end: bounded, so a straggler cannot hang it.
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, 2_000);
+      timer.unref();
+      this.server.close(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
   }
 
   /** @internal */
@@ -367,6 +378,7 @@ export class LinkProxy {
   }
 
   private accept(socket: Socket): void {
+    socket.unref(); // see listen()
     const src = this.network.nodeOf(socket.remoteAddress);
     const conn = new Conn(this, socket, this.network.link(src, this.node), this.network.link(this.node, src));
     this.conns.add(conn);
