@@ -262,6 +262,20 @@ export class NetHarness {
     );
   }
 
+  /** One-way latency of every directed link between known nodes, drawn per link (seeded) from [lo, hi] ms, with jitter. */
+  longLinks(lo: number, hi: number, jitterMs: number): void {
+    const names = this.network.nodes();
+    for (const src of names)
+      for (const dst of names)
+        if (src !== dst) {
+          const link = this.network.link(src, dst);
+          this.network.setLink(src, dst, {
+            latencyMs: lo + Math.floor(link.random() * (hi - lo + 1)),
+            jitterMs,
+          });
+        }
+  }
+
   /** The public sync address of the n-th full node. */
   private fullNodeAddress(n: number): string {
     return `${this.options.subnet}.${21 + n}:${FULL_NODE_PORT}`;

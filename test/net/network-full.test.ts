@@ -17,17 +17,6 @@ const FULL = process.env.DAGSYNC_NET_FULL === "1";
 const RECOVER_MS = 30_000;
 const DEVNET = { epochs: 2, commitsPerEpoch: 200, txsPerBlock: 8, txBytes: 512, seed: 16 };
 
-/** One-way latency of every directed link, drawn per link from [lo, hi] ms, with jitter. */
-function longLinks(h: NetHarness, lo: number, hi: number, jitterMs: number): void {
-  const names = h.network.nodes();
-  for (const src of names)
-    for (const dst of names)
-      if (src !== dst) {
-        const link = h.network.link(src, dst);
-        h.network.setLink(src, dst, { latencyMs: lo + Math.floor(link.random() * (hi - lo + 1)), jitterMs });
-      }
-}
-
 const open: NetHarness[] = [];
 after(async () => {
   for (const h of open) await Promise.race([h.close(), new Promise((r) => setTimeout(r, 30_000).unref())]);
@@ -69,7 +58,7 @@ describe("network under faults (full matrix)", () => {
       const ms = await h.waitNearTip(["f1", "f2"], RECOVER_MS);
       note(`followers within 2 commits of the tip (checked in ${ms} ms)`);
     },
-    (h) => longLinks(h, 100, 250, 30),
+    (h) => h.longLinks(100, 250, 30),
   );
 
   scenario(

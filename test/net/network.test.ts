@@ -23,17 +23,6 @@ const FULL = process.env.DAGSYNC_NET_FULL === "1";
 /** How long a full node may take to be back within 2 commits of the tip after a heal. */
 const RECOVER_MS = 40_000;
 
-/** One-way latency of every directed link, drawn per link from [lo, hi] ms, with jitter. */
-function longLinks(h: NetHarness, lo: number, hi: number, jitterMs: number): void {
-  const names = h.network.nodes();
-  for (const src of names)
-    for (const dst of names)
-      if (src !== dst) {
-        const link = h.network.link(src, dst);
-        h.network.setLink(src, dst, { latencyMs: lo + Math.floor(link.random() * (hi - lo + 1)), jitterMs });
-      }
-}
-
 // In CI (fresh clone, npm test) this file's process kept a core busy after its test passed and
 // never exited, so the runner killed it at its timeout; not reproduced outside CI in the time
 // left. Until that is found it runs on request: DAGSYNC_NET=1 (or DAGSYNC_NET_FULL=1).
@@ -58,13 +47,13 @@ describe("network under faults (short set)", {
     await h.run(async (h) => {
       // Links of 50–125 ms each way (RTT 100–250 ms) with 20 ms of jitter, set before any full node
       // exists: full nodes' links are drawn when they are added.
-      longLinks(h, 50, 125, 20);
+      h.longLinks(50, 125, 20);
       await h.addFullNode("f1", { bootstrap: ["v0"] });
-      longLinks(h, 50, 125, 20);
+      h.longLinks(50, 125, 20);
       await h.waitNearTip(["f1"], 60_000);
       // f2 knows only f1, a full node: discovery finds the validators.
       await h.addFullNode("f2", { bootstrap: ["f1"] });
-      longLinks(h, 50, 125, 20);
+      h.longLinks(50, 125, 20);
       await h.waitNearTip(["f1", "f2"], 60_000);
 
       // v2 at a tenth of the others' bandwidth, both ways.
@@ -83,7 +72,7 @@ describe("network under faults (short set)", {
       await h.addFullNode("f3", {
         bootstrap: ["f1"],
         beforeStart: (h) => {
-          longLinks(h, 50, 125, 20);
+          h.longLinks(50, 125, 20);
           h.network.partition(["f3"], ["v0", "v1", "v2", "v3", "f2"]);
           h.network.setPair("f1", "f3", { bandwidthBytesPerSec: 1_000_000 });
         },
