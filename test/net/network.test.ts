@@ -17,6 +17,7 @@
 import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
 import { sleep, waitUntil } from "../helpers/e2e-process.js";
+import { watchForHang } from "./hang-watch.js";
 import { NetHarness } from "./harness.js";
 
 const FULL = process.env.DAGSYNC_NET_FULL === "1";
@@ -36,6 +37,7 @@ describe("network under faults (short set)", {
   // Bounded: a cleanup that hangs must not hide the test's own result behind the file timeout.
   after(async () => {
     await Promise.race([h?.close(), new Promise((r) => setTimeout(r, 30_000).unref())]);
+    watchForHang("network.test");
   });
 
   test("converges through latency, a slow peer, a partition, a crash, a pause and resets", async () => {

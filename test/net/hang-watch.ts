@@ -1,0 +1,44 @@
+/**
+ * A test file's process should exit once its tests and hooks are done. If it is still running a
+ * while later, something keeps its event loop alive: this prints what (the active handles) and
+ * which functions are running (a short CPU profile, written beside the report), so a hang seen
+ * only in CI leaves evidence instead of a bare runner timeout.
+ */
+import { writeFileSync, writeSync } from "node:fs";
+import { Session } from "node:inspector/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+/** Arms the watch; call at the end of the file's last `after` hook. The timer never holds the process. */
+export function watchForHang(label: string, afterMs = 10_000, profileMs = 3_000): void {
+  const timer = setTimeout(() => void report(label, afterMs, profileMs), afterMs);
+  timer.unref();
+}
+
+async function report(label: string, afterMs: number, profileMs: number): Promise<void> {
+  const say = (line: string) => writeSync(2, `hang-watch ${label}: ${line}\n`);
+  say(`still running ${afterMs} ms after its tests; active: ${JSON.stringify(process.getActiveResourcesInfo())}`);
+  const session = new Session();
+  session.connect();
+  try {
+    await session.post("Profiler.enable");
+    await session.post("Profiler.start");
+    await new Promise((r) => setTimeout(r, profileMs).unref());
+    const { profile } = await session.post("Profiler.stop");
+    const file = join(tmpdir(), `dagsync-hang-${process.pid}.cpuprofile`);
+    writeFileSync(file, JSON.stringify(profile));
+    const self = new Map<string, number>();
+    for (const node of profile.nodes) {
+      const f = node.callFrame;
+      const key = `${f.functionName || "(anonymous)"} ${f.url.split("/").slice(-2).join("/")}:${f.lineNumber + 1}`;
+      self.set(key, (self.get(key) ?? 0) + (node.hitCount ?? 0));
+    }
+    const total = [...self.values()].reduce((a, b) => a + b, 0) || 1;
+    const top = [...self].sort((a, b) => b[1] - a[1]).slice(0, 15);
+    say(`profile ${file}; self time:\n${top.map(([k, n]) => `  ${((100 * n) / total).toFixed(1)}% ${k}`).join("\n")}`);
+  } catch (e) {
+    say(`profile failed: ${String(e)}`);
+  } finally {
+    session.disconnect();
+  }
+}
