@@ -17,7 +17,9 @@ export function watchForHang(label: string, afterMs = 10_000, profileMs = 3_000)
 
 async function report(label: string, afterMs: number, profileMs: number): Promise<void> {
   const say = (line: string) => writeSync(2, `hang-watch ${label}: ${line}\n`);
-  say(`still running ${afterMs} ms after its tests; active: ${JSON.stringify(process.getActiveResourcesInfo())}`);
+  say(
+    `still running ${afterMs} ms after its tests; active: ${JSON.stringify(process.getActiveResourcesInfo())}`,
+  );
   const session = new Session();
   session.connect();
   try {
@@ -35,7 +37,9 @@ async function report(label: string, afterMs: number, profileMs: number): Promis
     }
     const total = [...self.values()].reduce((a, b) => a + b, 0) || 1;
     const top = [...self].sort((a, b) => b[1] - a[1]).slice(0, 15);
-    say(`profile ${file}; self time:\n${top.map(([k, n]) => `  ${((100 * n) / total).toFixed(1)}% ${k}`).join("\n")}`);
+    say(
+      `profile ${file}; self time:\n${top.map(([k, n]) => `  ${((100 * n) / total).toFixed(1)}% ${k}`).join("\n")}`,
+    );
   } catch (e) {
     say(`profile failed: ${String(e)}`);
   } finally {
