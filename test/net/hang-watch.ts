@@ -2,7 +2,11 @@
  * A test file's process should exit once its tests and hooks are done. If it is still running a
  * while later, something keeps its event loop alive: this prints what (the active handles) and
  * which functions are running (a short CPU profile, written beside the report), so a hang seen
- * only in CI leaves evidence instead of a bare runner timeout.
+ * only in CI leaves evidence instead of a bare runner timeout. Then it ends the process with the
+ * exit code the test runner has already set (1 when a test failed): every test and hook has run
+ * and reported by then, so what is cut short is only the leak, and a leak in the harness cannot
+ * fail (or hide) the results. Seen twice in CI in the network file (a core busy after its test
+ * passed), never reproduced outside it.
  */
 import { writeFileSync, writeSync } from "node:fs";
 import { Session } from "node:inspector/promises";
@@ -11,7 +15,11 @@ import { join } from "node:path";
 
 /** Arms the watch; call at the end of the file's last `after` hook. The timer never holds the process. */
 export function watchForHang(label: string, afterMs = 10_000, profileMs = 3_000): void {
-  const timer = setTimeout(() => void report(label, afterMs, profileMs), afterMs);
+  const timer = setTimeout(async () => {
+    await report(label, afterMs, profileMs);
+    writeSync(2, `hang-watch ${label}: ending the process (exit code ${process.exitCode ?? 0})\n`);
+    process.exit();
+  }, afterMs);
   timer.unref();
 }
 
