@@ -28,6 +28,7 @@ import { MANIFEST_FILE, parseManifest } from "../src/archive/index.js";
 import { PeerClient } from "../src/client/index.js";
 import { type DevnetSummary, readDevnetSummary, writeDevnet } from "../src/devnet/write.js";
 import type { BlockRef } from "../src/gen/dagsync/v1/types_pb.js";
+import { diskBytes, storeDatabases } from "../src/store/index.js";
 import { NGINX, startNginx } from "../test/helpers/archive-http.js";
 import { allRefs, fetchEveryBlock } from "./chain-refs.js";
 import {
@@ -100,6 +101,8 @@ interface CatchUp {
   nodeCpuSeconds: number;
   serverCpuSeconds: number;
   floor: Floor | undefined;
+  /** The synced store's bytes on disk (both databases, logs included). */
+  storeBytes: number;
 }
 
 /** The catch-up floor (bench/catch-up-floor.ts) against the same servers. */
@@ -180,6 +183,7 @@ async function catchUp(summary: DevnetSummary, floor = false, archive?: string):
       cpuSeconds: number;
     };
     const serverCpuSeconds = serversCpu(servers.map((s) => s.child)) - serverCpuBefore;
+    const storeBytes = await diskBytes(store);
     const refsStore = summary.validators[3]?.store;
     return {
       commits: r.commits,
@@ -193,6 +197,7 @@ async function catchUp(summary: DevnetSummary, floor = false, archive?: string):
       peakFileMb: peaks.fileMb,
       nodeCpuSeconds: r.cpuSeconds,
       serverCpuSeconds,
+      storeBytes,
       floor:
         floor && refsStore !== undefined
           ? await catchUpFloor(
@@ -299,7 +304,25 @@ async function catchUpBench(limits: Limits, half: DevnetSummary, full: DevnetSum
   console.log(
     `  peak anonymous RSS half → full       ${f(small.peakAnonMb, 0)} → ${f(big.peakAnonMb, 0)} MB  (file-backed: ${f(small.peakFileMb, 0)} → ${f(big.peakFileMb, 0)} MB)`,
   );
+  await diskReport(full, big.storeBytes);
   return big;
+}
+
+/**
+ * Disk per byte of chain: a store's bytes on disk (both LevelDB databases, logs and manifests
+ * included) ÷ the chain's canonical bytes (every commit and block as encoded), for validator 0's
+ * store as the devnet wrote it and for the full node's store after its catch-up.
+ */
+async function diskReport(full: DevnetSummary, syncedBytes: number): Promise<void> {
+  const chainBytes = full.blockBytes + full.commitBytes;
+  const validator = full.validators[0]!.store;
+  const dbs = storeDatabases(validator);
+  const [blocks, chain] = [await diskBytes(dbs.blocks), await diskBytes(dbs.chain)];
+  console.log(
+    `  store bytes ÷ chain bytes (${f(chainBytes / 1e6)} MB: blocks ${f(full.blockBytes / 1e6)} + commits ${f(full.commitBytes / 1e6)}):\n` +
+      `    validator ${f((blocks + chain) / chainBytes, 3)} (blocks/ ${f(blocks / 1e6)} MB, chain/ ${f(chain / 1e6)} MB); ` +
+      `synced full node ${f(syncedBytes / chainBytes, 3)} (${f(syncedBytes / 1e6)} MB)  (target ≤ 1.15)`,
+  );
 }
 
 /**

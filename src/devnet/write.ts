@@ -24,6 +24,8 @@ export interface DevnetSummary {
   readonly commits: number;
   readonly blocks: number;
   readonly blockBytes: number;
+  /** Bytes of every commit, canonical (with blockBytes, the chain's bytes). */
+  readonly commitBytes: number;
   readonly epochs: number;
   /** The store layout the validators' stores were written with (`STORE_LAYOUT`). */
   readonly storeLayout: number;
@@ -68,6 +70,7 @@ export async function writeDevnet(dir: string, options: Partial<DevnetOptions> =
   let commits = 0;
   let blocks = 0;
   let blockBytes = 0;
+  let commitBytes = 0;
   try {
     let batch: ApplyUnit[] = [];
     for (const c of chain.commits()) {
@@ -81,6 +84,7 @@ export async function writeDevnet(dir: string, options: Partial<DevnetOptions> =
         nextCommittee: c.nextCommittee,
       });
       commits++;
+      commitBytes += c.commitBytes.length;
       blocks += c.blocks.length;
       for (const b of c.blocks) blockBytes += b.bytes.length;
       if (batch.length >= WRITE_BATCH_COMMITS) {
@@ -122,6 +126,7 @@ export async function writeDevnet(dir: string, options: Partial<DevnetOptions> =
     commits,
     blocks,
     blockBytes,
+    commitBytes,
     epochs: o.epochs,
     storeLayout: STORE_LAYOUT,
     validators,

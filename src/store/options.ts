@@ -1,6 +1,22 @@
 /**
- * Every limit of pruning (`Store.prune`, `dagsync prune`), with its default and unit, in one place.
+ * Every limit of the store (`Store.open`) and of pruning (`Store.prune`, `dagsync prune`), with
+ * its default and unit, in one place.
  */
+
+export interface StoreLimits {
+  /**
+   * Certifier entries remembered while they still hold the bytes of blocks that a later apply
+   * may store in blocks/ (then they are rewritten as keys: src/store/certifiers.ts), entries.
+   * Default 256. A syncing node has one per applied batch, resolved by the next; past the bound
+   * the oldest keeps its bytes, which costs disk, never correctness. Memory: at most this many
+   * certifier sets (≈4 blocks each).
+   */
+  readonly pendingCertifierEntries: number;
+}
+
+export const DEFAULT_STORE_LIMITS: StoreLimits = {
+  pendingCertifierEntries: 256,
+};
 
 export interface PruneOptions {
   /**

@@ -5,14 +5,17 @@
  * | database | sublevel     | key                            | value                                 |
  * |----------|--------------|--------------------------------|---------------------------------------|
  * | chain    | commits      | index (u64 BE)                 | Commit, canonical bytes                |
- * | chain    | certifiers   | index (u64 BE)                 | certifier blocks of that commit (WireFetchBlocksResponse) |
+ * | chain    | certifiers   | index (u64 BE)                 | certifier blocks of that commit, each by blocks/ key or bytes (StoredCertifiers, certifiers.ts) |
  * | chain    | committees   | epoch (u64 BE)                 | Committee                              |
  * | chain    | epoch_ends   | epoch (u64 BE)                 | index of the epoch's last commit (u64 BE) |
  * | chain    | meta         | name (UTF-8)                   | genesis bytes, watermarks              |
  * | chain    | peers        | "known" (UTF-8)                | the known peer set (StoredKnownPeers, src/discovery) |
  * | blocks   | (none)       | round, author (u32 BE), digest | SignedBlock, canonical bytes           |
  *
- * Values are the bytes as received, so serving is a read and a copy.
+ * Values are the bytes as received, so serving is a read and a copy. Certifier blocks are the one
+ * exception: where blocks/ holds one (it is also an ordinary block of a later commit), its
+ * certifier entry keeps its key there instead of a second copy (certifiers.ts), and serving reads
+ * it from blocks/.
  *
  * Why two databases, where DESIGN.md §6 has one atomic batch per applied unit: blocks are ≈95 %
  * of the bytes and arrive almost in round order (a commit may include blocks a round or two older
@@ -32,7 +35,7 @@
 import { type Dirent, existsSync, statSync } from "node:fs";
 import { readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { AbstractBatchOperation } from "abstract-level";
 import { Level } from "level";
 import {
@@ -44,10 +47,16 @@ import {
   shortHex,
 } from "../core/index.js";
 import { type Committee, CommitteeSchema } from "../gen/dagsync/v1/types_pb.js";
-import { WireFetchBlocksResponseSchema } from "../gen/dagsync/wire/v1/wire_pb.js";
+import {
+  CertifierRefs,
+  type CertifierSlot,
+  decodeCertifiers,
+  encodeCertifiers,
+  keyId,
+} from "./certifiers.js";
 import { StoreError } from "./errors.js";
 import { type BlockKeyRef, blockKey, indexKey, readIndexKey } from "./keys.js";
-import { type PruneOptions, resolvePruneOptions } from "./options.js";
+import { DEFAULT_STORE_LIMITS, type PruneOptions, resolvePruneOptions, type StoreLimits } from "./options.js";
 
 type Bytes = Uint8Array;
 const TABLE_ENCODING = { keyEncoding: "view", valueEncoding: "view" } as const;
@@ -91,11 +100,13 @@ function concat(a: Bytes, b: Bytes): Bytes {
 }
 
 /**
- * Version of the on-disk layout: 2 since blocks have their own database. A store of another
- * layout is refused with a message saying so; devnet summaries record the layout they were
- * written with, so that cached devnets are regenerated rather than misread.
+ * Version of the on-disk layout: 2 since blocks have their own database, 3 since certifier
+ * blocks are kept as keys into blocks/ where it holds them. A store of layout 1 is refused with a
+ * message saying so; layout 2 reads as it is (its certifier values decode as all bytes). Devnet
+ * summaries record the layout they were written with, so that cached devnets are regenerated
+ * rather than misread or measured in an old layout.
  */
-export const STORE_LAYOUT = 2;
+export const STORE_LAYOUT = 3;
 const DB_OPTIONS = { keyEncoding: "view", valueEncoding: "view" } as const;
 
 /** The two LevelDB databases of the store in `path` (module comment). */
@@ -165,6 +176,8 @@ export interface OpenOptions {
   readonly checkpoint?: TrustedCheckpoint | undefined;
   /** Refuse to create a store where none exists (default true when no genesis is given). */
   readonly mustExist?: boolean | undefined;
+  /** Limits (src/store/options.ts); each defaults to DEFAULT_STORE_LIMITS. */
+  readonly limits?: Partial<StoreLimits> | undefined;
 }
 
 const META = {
@@ -200,6 +213,9 @@ const utf8 = new TextEncoder();
 const KNOWN_PEERS_KEY = "known";
 
 export class Store {
+  /** Certifier entries holding bytes that a later apply may turn into keys (certifiers.ts). */
+  private readonly certifierRefs: CertifierRefs;
+
   private constructor(
     readonly path: string,
     private readonly db: Level<Bytes, Bytes>,
@@ -216,7 +232,10 @@ export class Store {
     private marks: Watermarks,
     /** Last commit index of each ended epoch, ascending by epoch: small, so kept in memory. */
     private readonly epochEnds: { epoch: number; end: number }[],
-  ) {}
+    limits: StoreLimits,
+  ) {
+    this.certifierRefs = new CertifierRefs(limits.pendingCertifierEntries);
+  }
 
   /**
    * Opens (or creates) the store in `path`. Fails with a StoreError when another process holds
@@ -224,6 +243,11 @@ export class Store {
    */
   static async open(path: string, options: OpenOptions = {}): Promise<Store> {
     const mustExist = options.mustExist ?? options.genesis === undefined;
+    const limits = { ...DEFAULT_STORE_LIMITS, ...options.limits };
+    if (!Number.isSafeInteger(limits.pendingCertifierEntries) || limits.pendingCertifierEntries < 0)
+      throw new RangeError(
+        `pendingCertifierEntries must be a non-negative integer, not ${limits.pendingCertifierEntries}`,
+      );
     const paths = storeDatabases(path);
     // LevelDB creates the directory (with LOCK and LOG) even when told not to create the database,
     // and reports a missing parent directory as an I/O error: check first, and leave nothing behind.
@@ -295,7 +319,7 @@ export class Store {
             value: encodeWatermarks(marks),
           },
         ]);
-        return new Store(path, db, blocksDb, tables, genesis, marks, []);
+        return new Store(path, db, blocksDb, tables, genesis, marks, [], limits);
       }
       if (options.genesis !== undefined && !bytesEqual(storedGenesis, options.genesis)) {
         const theirs = parseGenesis(options.genesis);
@@ -319,6 +343,7 @@ export class Store {
         parseGenesis(storedGenesis),
         decodeWatermarks(marksBytes),
         epochEnds,
+        limits,
       );
     } catch (e) {
       await db.close().catch(() => {});
@@ -345,6 +370,15 @@ export class Store {
     const blockOps: BlockOp[] = [];
     let marks = this.marks;
     const ended: { epoch: number; end: number }[] = [];
+    const stored = new Set<string>();
+    for (const unit of units) for (const b of unit.blocks) stored.add(keyId(blockKey(b.ref)));
+    for (const { index, slots } of this.certifierRefs.resolve(stored))
+      ops.push({
+        type: "put",
+        sublevel: this.tables.certifiers,
+        key: indexKey(index),
+        value: encodeCertifiers(slots),
+      });
     for (const unit of units) {
       if (unit.index !== marks.highestSynced + 1)
         throw new StoreError(
@@ -359,10 +393,7 @@ export class Store {
           type: "put",
           sublevel: tables.certifiers,
           key: indexKey(unit.index),
-          value: toBinary(
-            WireFetchBlocksResponseSchema,
-            create(WireFetchBlocksResponseSchema, { blocks: [...unit.certifierBlocks] }),
-          ),
+          value: encodeCertifiers(this.certifierRefs.slotsFor(unit.index, unit.certifierBlocks, stored)),
         });
       let epoch = marks.epoch;
       if (unit.nextCommittee !== undefined) {
@@ -458,10 +489,24 @@ export class Store {
     return (await this.blocksDb.get(blockKey(ref))) !== undefined;
   }
 
-  /** The certifier blocks stored for a commit, or undefined. */
+  /** The certifier blocks stored for a commit, or undefined: by key from blocks/ where kept so. */
   async getCertifiers(index: number): Promise<Bytes[] | undefined> {
     const value = await this.tables.certifiers.get(indexKey(index));
-    return value === undefined ? undefined : fromBinary(WireFetchBlocksResponseSchema, value).blocks;
+    if (value === undefined) return undefined;
+    const slots = decodeCertifiers(value);
+    const byKey = slots.filter((s): s is CertifierSlot & { key: Bytes } => s.bytes === undefined);
+    const read = byKey.length === 0 ? [] : await this.blocksDb.getMany(byKey.map((s) => s.key));
+    let next = 0;
+    return slots.map((s) => {
+      if (s.bytes !== undefined) return s.bytes;
+      const bytes = read[next++];
+      if (bytes === undefined)
+        throw new StoreError(
+          "corrupt",
+          `store ${this.path}: a certifier block of commit ${index} is missing from blocks/`,
+        );
+      return bytes;
+    });
   }
 
   /** The highest commit in [from, to] whose certifier blocks are stored, or undefined. */
@@ -525,6 +570,7 @@ export class Store {
       const to = Math.min(target - 1, from + commitsPerBatch - 1);
       if (this.marks.lowestAvailable <= to)
         await this.writeWithMarks([], { ...this.marks, lowestAvailable: to + 1 });
+      this.certifierRefs.forgetBelow(to + 1);
       const ops: BatchOp[] = [];
       const blockOps: BlockOp[] = [];
       let lowestRound = Number.POSITIVE_INFINITY;
