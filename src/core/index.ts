@@ -5,6 +5,7 @@ export * from "./errors.js";
 export * from "./gcra.js";
 export * from "./genesis.js";
 export * from "./node-info.js";
+export * from "./preset-verifier.js";
 export * from "./refs.js";
 export * from "./types.js";
 export * from "./verify.js";

@@ -6,3 +6,10 @@ export interface SignatureVerifier {
   /** True only for a valid signature; false (never a throw) for any malformed input. */
   verify(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean;
 }
+
+/** One signature check: what SignatureVerifier.verify takes, as data (to send to a worker). */
+export interface SignatureItem {
+  readonly publicKey: Uint8Array;
+  readonly message: Uint8Array;
+  readonly signature: Uint8Array;
+}

@@ -15,7 +15,7 @@ import { CommitteeView } from "./committee.js";
 import { sha256 } from "./digest.js";
 import { VerifyError } from "./errors.js";
 import { formatBlockRef } from "./refs.js";
-import type { SignatureVerifier } from "./types.js";
+import type { SignatureItem, SignatureVerifier } from "./types.js";
 import { type BlockEntry, type CommitEntry, parseCommit, parseSignedBlock } from "./wire.js";
 
 const BLOCK_SIGNING_DOMAIN = utf8Bytes("dagsync/block/v1");
@@ -49,6 +49,37 @@ export function verifySignedBlock(
     );
   if (!verifier.verify(key, blockSigningMessage(chainId, entry.blockBytes), entry.signature))
     throw new VerifyError("bad_signature", `${where}: signature does not verify`);
+}
+
+/**
+ * The signature checks that verifySignedBlock would make for `blocks` (encoded SignedBlocks),
+ * for a pass ahead of it on other threads (PresetVerifier): those whose block parses and whose
+ * epoch has a known committee with its author in it. Others are left to the check itself, which
+ * refuses them with its own reason.
+ */
+export function blockSignatureItems(
+  blocks: readonly Uint8Array[],
+  committeeOf: (epoch: number) => CommitteeView | undefined,
+  chainId: string,
+): SignatureItem[] {
+  const items: SignatureItem[] = [];
+  for (const bytes of blocks) {
+    let entry: BlockEntry;
+    try {
+      entry = parseSignedBlock(bytes);
+    } catch {
+      continue;
+    }
+    const committee = committeeOf(entry.epoch);
+    const publicKey = committee?.epoch === entry.epoch ? committee.protocolKeyOf(entry.author) : undefined;
+    if (publicKey === undefined) continue;
+    items.push({
+      publicKey,
+      message: blockSigningMessage(chainId, entry.blockBytes),
+      signature: entry.signature,
+    });
+  }
+  return items;
 }
 
 export interface CommitBatchInput {

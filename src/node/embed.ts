@@ -55,6 +55,8 @@ export interface FullNodeOptions {
         /** Also serve the synced chain (StateSync + Admin) on this address, e.g. "127.0.0.1:0". */
         readonly listen?: string | undefined;
         readonly verifier?: VerifierBackend | undefined;
+        /** Threads checking signatures off the event loop. Default: the cores; 0: inline. */
+        readonly verifyWorkers?: number | undefined;
       }
     | undefined;
 }
@@ -131,6 +133,7 @@ export async function createFullNode(options: FullNodeOptions): Promise<Embedded
     sync: options.options?.sync,
     listen: options.options?.listen,
     verifier: options.options?.verifier,
+    verifyWorkers: options.options?.verifyWorkers,
   });
   const stopping = new AbortController();
   /** Aborted with the engine's fatal error: subscribers stop waiting and throw it. */

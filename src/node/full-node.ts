@@ -7,7 +7,14 @@ import type { Logger } from "pino";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import { type ArchiveReaderOptions, ArchiveSource } from "../archive/index.js";
 import { DagsyncError, parseGenesis } from "../core/index.js";
-import { createVerifier, type Ed25519Signer, readKeyFile, type VerifierBackend } from "../crypto/index.js";
+import {
+  createVerifier,
+  DEFAULT_VERIFY_POOL_OPTIONS,
+  type Ed25519Signer,
+  readKeyFile,
+  type VerifierBackend,
+  VerifyPool,
+} from "../crypto/index.js";
 import {
   Discovery,
   type DiscoveryLoopOptions,
@@ -68,6 +75,12 @@ export interface FullNodeConfig {
   readonly log: Logger;
   readonly sync?: Partial<SyncOptions> | undefined;
   readonly verifier?: VerifierBackend | undefined;
+  /**
+   * Worker threads that check signatures off the event loop (src/crypto/verify-pool.ts): every
+   * fetched certifier block and, with `sync.verifyBlockSignatures`, every fetched block. Default:
+   * the machine's cores. 0 checks them inline, on the event loop.
+   */
+  readonly verifyWorkers?: number | undefined;
   readonly network?: SyncNetwork | undefined;
   /** Limits of the near-tip block cache (defaults in near-tip-cache.ts). */
   readonly nearTipCache?: Partial<NearTipCacheOptions> | undefined;
@@ -255,6 +268,8 @@ export async function startFullNode(config: FullNodeConfig): Promise<FullNode> {
       following = false;
     }
   };
+  const workers = config.verifyWorkers ?? DEFAULT_VERIFY_POOL_OPTIONS.workers;
+  const pool = workers === 0 ? undefined : new VerifyPool({ workers, backend: config.verifier ?? "native" });
   const running = new SyncEngine({
     nearTipBlocks: (digest) => nearTip.get(digest),
     onBlocksApplied: (refs, epoch) => {
@@ -266,6 +281,7 @@ export async function startFullNode(config: FullNodeConfig): Promise<FullNode> {
     network,
     peers: peerEntries,
     verifier: createVerifier(config.verifier ?? "native"),
+    verifySignatures: pool === undefined ? undefined : (items) => pool.verify(items),
     log: config.log,
     options: config.sync,
     metrics,
@@ -328,6 +344,7 @@ export async function startFullNode(config: FullNodeConfig): Promise<FullNode> {
   } catch (e) {
     await discovery.stop();
     await server?.stop();
+    await pool?.close();
     await store.close();
     throw e;
   }
@@ -351,6 +368,7 @@ export async function startFullNode(config: FullNodeConfig): Promise<FullNode> {
       await gossipServer?.stop();
       await server?.stop();
       await metricsServer?.close();
+      await pool?.close();
       await store.close();
     },
   };

@@ -3,7 +3,7 @@
  * from, the signature verifier, and optional hooks (near-tip blocks at hand, applied blocks).
  */
 import type { Logger } from "pino";
-import type { SignatureVerifier } from "../core/index.js";
+import type { SignatureItem, SignatureVerifier } from "../core/index.js";
 import type { BlockKeyRef, Store } from "../store/index.js";
 import type { SyncMetrics } from "./metrics.js";
 import type { SyncNetwork } from "./network.js";
@@ -20,6 +20,14 @@ export interface SyncEngineConfig {
    */
   readonly peers: readonly PeerEntry[];
   readonly verifier: SignatureVerifier;
+  /**
+   * Checks signatures off the event loop (src/crypto's VerifyPool), one verdict per item in
+   * order. When set, the signatures of every fetched certifier block (and, with
+   * `verifyBlockSignatures`, of every fetched block) are checked through it as answers arrive,
+   * and the verification stage then uses those verdicts; a failure here only means they are
+   * checked inline instead. Unset: everything is verified inline with `verifier`.
+   */
+  readonly verifySignatures?: ((items: readonly SignatureItem[]) => Promise<boolean[]>) | undefined;
   readonly log: Logger;
   readonly options?: Partial<SyncOptions> | undefined;
   readonly metrics?: SyncMetrics | undefined;

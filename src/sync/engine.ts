@@ -27,7 +27,7 @@
  */
 import { setMaxListeners } from "node:events";
 import type { Logger } from "pino";
-import type { CommitteeView } from "../core/index.js";
+import { type CommitteeView, PresetVerifier } from "../core/index.js";
 import type { Store } from "../store/index.js";
 import { ApplyStage } from "./apply-stage.js";
 import { SubDagBroadcast } from "./broadcast.js";
@@ -133,7 +133,17 @@ export class SyncEngine {
     const fail = (e: SyncError) => {
       this.fatal = e;
     };
-    const verifier = config.verifier;
+    // With a pool, verdicts computed as answers arrive are preset here for the checks to use.
+    const preset = config.verifySignatures === undefined ? undefined : new PresetVerifier(config.verifier);
+    const verifier = preset ?? config.verifier;
+    const presign =
+      config.verifySignatures === undefined || preset === undefined
+        ? undefined
+        : {
+            verify: config.verifySignatures,
+            preset,
+            committeeOf: (epoch: number) => this.committees.get(epoch),
+          };
     this.verifyStage = new VerifyStage({
       store,
       plan,
@@ -156,6 +166,7 @@ export class SyncEngine {
       options,
       chainId,
       verifier,
+      presign,
       kick,
     });
     const guard = this.guard.bind(this);

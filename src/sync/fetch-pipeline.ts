@@ -13,7 +13,13 @@
  * possibly elsewhere. An empty or invalid answer is evidence for a ban; a failed call is not.
  */
 import type { PeerError } from "../client/index.js";
-import type { SignatureVerifier } from "../core/index.js";
+import {
+  blockSignatureItems,
+  type CommitteeView,
+  type PresetVerifier,
+  type SignatureItem,
+  type SignatureVerifier,
+} from "../core/index.js";
 import { checkBlocks } from "./batch-check.js";
 import type { ByteBudget } from "./byte-budget.js";
 import type { SyncOptions } from "./options.js";
@@ -32,12 +38,50 @@ export interface FetchPipelineDeps {
   readonly options: SyncOptions;
   readonly chainId: string;
   readonly verifier: SignatureVerifier;
+  /** Signatures checked off the event loop as answers arrive (SyncEngineConfig.verifySignatures). */
+  readonly presign?: Presign | undefined;
   /** An answer was recorded: the loop may have work. */
   readonly kick: () => void;
 }
 
+export interface Presign {
+  readonly verify: (items: readonly SignatureItem[]) => Promise<boolean[]>;
+  /** The verifier the checks use: it answers from these verdicts. */
+  readonly preset: PresetVerifier;
+  /** Committees verified so far, by epoch. */
+  readonly committeeOf: (epoch: number) => CommitteeView | undefined;
+}
+
 export class FetchPipeline {
   constructor(private readonly deps: FetchPipelineDeps) {}
+
+  /**
+   * Runs `record` once the signatures of `blocks` are checked through the pool (at once without
+   * one, or when there is nothing to check). The answer's bytes stay reserved meanwhile, so
+   * answers waiting on the pool count against the in-flight byte bound. A failed pool only
+   * leaves the checks to verify inline.
+   */
+  private afterSignatures(
+    blocks: readonly Uint8Array[],
+    committeeOf: (epoch: number) => CommitteeView | undefined,
+    bytes: number,
+    record: () => void,
+  ): void {
+    const { presign, budget, chainId } = this.deps;
+    const items = presign === undefined ? [] : blockSignatureItems(blocks, committeeOf, chainId);
+    if (presign === undefined || items.length === 0) return record();
+    budget.reserve(bytes);
+    presign
+      .verify(items)
+      .then(
+        (verdicts) => presign.preset.preset(items, verdicts),
+        () => {},
+      )
+      .finally(() => {
+        budget.unreserve(bytes);
+        record();
+      });
+  }
 
   /** Launches what the planned segments need, head first, while request slots are free. */
   launch(now: number): void {
@@ -62,17 +106,23 @@ export class FetchPipeline {
       start,
       end,
       reserve,
-      (res) => {
-        if (!plan.includes(seg)) return; // a batch before it covered the whole segment
-        if (res.commits.length === 0) {
-          seg.commitFetchFailed();
-          faults.ban(peer, "malformed", `returned no commits for ${start}..${seg.end}`);
-        } else {
-          seg.commitsFetched(res.commits, res.certifierBlocks);
-          budget.hold(seg, res.bytes);
-        }
-        kick();
-      },
+      (res) =>
+        this.afterSignatures(
+          res.certifierBlocks,
+          this.deps.presign?.committeeOf ?? noCommittee,
+          res.bytes,
+          () => {
+            if (!plan.includes(seg)) return; // a batch before it covered the whole segment
+            if (res.commits.length === 0) {
+              seg.commitFetchFailed();
+              faults.ban(peer, "malformed", `returned no commits for ${start}..${seg.end}`);
+            } else {
+              seg.commitsFetched(res.commits, res.certifierBlocks);
+              budget.hold(seg, res.bytes);
+            }
+            kick();
+          },
+        ),
       (e) => {
         if (plan.includes(seg)) seg.commitFetchFailed();
         faults.onError(peer, "FetchCommits", e as PeerError, start);
@@ -101,20 +151,23 @@ export class FetchPipeline {
         { first: first.index, last: last.index },
         reserve,
         (res) => {
-          if (seg.state !== state) return seg.chunkFailed(chunk); // applied or dropped meanwhile
           const { options, chainId, verifier } = this.deps;
-          const signatures = options.verifyBlockSignatures
-            ? { committee: state.batch.committee, chainId, verifier }
-            : undefined;
-          const { accepted, error } = checkBlocks(refs, res.blocks, signatures);
-          if (error !== undefined) faults.ban(peer, error.code, `FetchBlocks: ${error.message}`);
-          if (accepted.length > 0) budget.observeBlocks(res.bytes, res.blocks.length);
-          budget.hold(
-            seg,
-            accepted.reduce((n, b) => n + b.length, 0),
-          );
-          seg.blocksAccepted(chunk, accepted);
-          kick();
+          const { committee } = state.batch;
+          const record = () => {
+            if (seg.state !== state) return seg.chunkFailed(chunk); // applied or dropped meanwhile
+            const signatures = options.verifyBlockSignatures ? { committee, chainId, verifier } : undefined;
+            const { accepted, error } = checkBlocks(refs, res.blocks, signatures);
+            if (error !== undefined) faults.ban(peer, error.code, `FetchBlocks: ${error.message}`);
+            if (accepted.length > 0) budget.observeBlocks(res.bytes, res.blocks.length);
+            budget.hold(
+              seg,
+              accepted.reduce((n, b) => n + b.length, 0),
+            );
+            seg.blocksAccepted(chunk, accepted);
+            kick();
+          };
+          if (!options.verifyBlockSignatures || seg.state !== state) return record();
+          this.afterSignatures(res.blocks, () => committee, res.bytes, record);
         },
         (e) => {
           seg.chunkFailed(chunk);
@@ -141,3 +194,5 @@ export class FetchPipeline {
     return seg.splitChunkAfterCommit(chunk, Math.min(partial.highest, last.index)) ? partial : undefined;
   }
 }
+
+const noCommittee = (): undefined => undefined;

@@ -81,7 +81,9 @@ export function makeEngine(
   peers: SyncEngineConfig["peers"],
   options: Partial<SyncOptions> = {},
   random?: () => number,
-  extra: Partial<Pick<SyncEngineConfig, "metrics" | "nearTipBlocks" | "now" | "onNeedPeers">> = {},
+  extra: Partial<
+    Pick<SyncEngineConfig, "metrics" | "nearTipBlocks" | "now" | "onNeedPeers" | "verifySignatures">
+  > = {},
 ): SyncEngine {
   return new SyncEngine({
     store,

@@ -1,5 +1,6 @@
 /** `dagsync sync`: a full node catching up from peers, verifying, storing and following. */
 import type { Command } from "commander";
+import { DEFAULT_VERIFY_POOL_OPTIONS } from "../../crypto/index.js";
 import { startFullNode } from "../../node/full-node.js";
 import { createLogger } from "../../node/logger.js";
 import { reportProgress } from "../../node/progress.js";
@@ -73,6 +74,12 @@ export function addSync(program: Command): Command {
     )
     .option("--verifier <backend>", "Ed25519 backend: native or noble", "native")
     .option(
+      "--verify-workers <n>",
+      "threads checking signatures off the event loop (certifier blocks; every block with --verify-block-signatures); 0 checks them inline",
+      integer(0, 256),
+      DEFAULT_VERIFY_POOL_OPTIONS.workers,
+    )
+    .option(
       "--network-key <file>",
       "this node's network key (from `dagsync keygen`): joins the live channel (dials the validators' gossip addresses) and, with --listen, advertises this node to peers",
     )
@@ -98,6 +105,7 @@ export function addSync(program: Command): Command {
         verifyBlockSignatures?: boolean;
         maxInflightMib: number;
         verifier: string;
+        verifyWorkers: number;
         networkKey?: string;
         gossipListen?: string;
         tlsCert?: string;
@@ -120,6 +128,7 @@ export function addSync(program: Command): Command {
           metrics: opts.metrics,
           log,
           verifier: opts.verifier,
+          verifyWorkers: opts.verifyWorkers,
           networkKeyFile: opts.networkKey,
           gossipListen: opts.gossipListen,
           tls: await readTlsOrCa(opts),

@@ -1,0 +1,185 @@
+/**
+ * A pool of worker threads that check Ed25519 signatures off the event loop (issue 16).
+ *
+ * Why: a full node checking every block's signature (`--verify-block-signatures`) verified them
+ * inline, on the thread that also fetches, hashes and writes: one core at most, and the fetch
+ * loop stood still while it did. The pool spreads a batch of signatures over its workers, sized
+ * to the cores by default, while the main thread goes on.
+ *
+ * Same verdicts: each worker runs the very verifier the main thread would (verifier.ts, with its
+ * shared pre-checks), so a signature gets the same verdict through the pool as without it;
+ * input the pool cannot carry (a key not 32 bytes, a signature not 64) is invalid by those
+ * pre-checks and answered false without a worker. A worker that dies fails its batch's promise;
+ * the pool then starts a fresh one for later batches.
+ */
+import { availableParallelism } from "node:os";
+import { Worker } from "node:worker_threads";
+import type { SignatureItem } from "../core/index.js";
+import type { VerifierBackend } from "./verifier.js";
+import type { VerifyAnswer, VerifyJob } from "./verify-worker.js";
+
+export type { SignatureItem };
+
+export interface VerifyPoolOptions {
+  /** Worker threads. Default: the machine's cores (`os.availableParallelism()`). */
+  readonly workers: number;
+  /** The verifier each worker runs. Default "native". */
+  readonly backend: VerifierBackend;
+  /**
+   * Fewest signatures sent to one worker, signatures. Default 16. A batch smaller than
+   * `workers × this` goes to fewer workers: a message to a worker costs about one verify.
+   */
+  readonly minSignaturesPerWorker: number;
+}
+
+export const DEFAULT_VERIFY_POOL_OPTIONS: VerifyPoolOptions = {
+  workers: availableParallelism(),
+  backend: "native",
+  minSignaturesPerWorker: 16,
+};
+
+// Compiled, the worker is verify-worker.js beside this module. Under tsx (tests, an edited
+// checkout) this module is the .ts source, and a worker thread does not inherit tsx's loader:
+// it registers tsx (a dev dependency, present wherever the sources run) before loading it.
+const FROM_SOURCE = import.meta.url.endsWith(".ts");
+const WORKER_URL = new URL(FROM_SOURCE ? "./verify-worker.ts" : "./verify-worker.js", import.meta.url);
+
+function startWorker(workerData: unknown): Worker {
+  if (!FROM_SOURCE) return new Worker(WORKER_URL, { workerData });
+  const tsx = import.meta.resolve("tsx/esm/api");
+  const shim = `import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(WORKER_URL.href)}); });`;
+  return new Worker(shim, { eval: true, workerData });
+}
+
+interface Slot {
+  worker: Worker;
+  pending: Map<number, { resolve: (v: Uint8Array) => void; reject: (e: Error) => void }>;
+  /** Signatures sent and not answered: the next batch goes to the least loaded. */
+  load: number;
+}
+
+export class VerifyPool {
+  readonly options: VerifyPoolOptions;
+  private readonly slots: Slot[] = [];
+  private nextId = 0;
+  private closed = false;
+
+  constructor(options: Partial<VerifyPoolOptions> = {}) {
+    this.options = { ...DEFAULT_VERIFY_POOL_OPTIONS, ...options };
+    const { workers, minSignaturesPerWorker } = this.options;
+    if (!Number.isSafeInteger(workers) || workers < 1)
+      throw new RangeError(`verify pool workers must be a positive integer, not ${workers}`);
+    if (!Number.isSafeInteger(minSignaturesPerWorker) || minSignaturesPerWorker < 1)
+      throw new RangeError(
+        `minSignaturesPerWorker must be a positive integer, not ${minSignaturesPerWorker}`,
+      );
+    for (let i = 0; i < workers; i++) this.slots.push(this.start());
+  }
+
+  get workers(): number {
+    return this.slots.length;
+  }
+
+  /** One verdict per item, in order. */
+  async verify(items: readonly SignatureItem[]): Promise<boolean[]> {
+    if (this.closed) throw new Error("verify pool is closed");
+    const verdicts = new Array<boolean>(items.length).fill(false);
+    const sendable: number[] = [];
+    items.forEach((item, i) => {
+      if (item.publicKey.length === 32 && item.signature.length === 64) sendable.push(i);
+    });
+    if (sendable.length === 0) return verdicts;
+    const parts = Math.max(
+      1,
+      Math.min(this.slots.length, Math.floor(sendable.length / this.options.minSignaturesPerWorker)),
+    );
+    const per = Math.ceil(sendable.length / parts);
+    const jobs: Promise<void>[] = [];
+    for (let p = 0; p < parts; p++) {
+      const indices = sendable.slice(p * per, (p + 1) * per);
+      if (indices.length === 0) continue;
+      jobs.push(
+        this.send(indices.map((i) => items[i]!)).then((answer) => {
+          indices.forEach((i, k) => {
+            verdicts[i] = answer[k] === 1;
+          });
+        }),
+      );
+    }
+    await Promise.all(jobs);
+    return verdicts;
+  }
+
+  /** Stops every worker; batches in flight fail. */
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+  }
+
+  private send(items: readonly SignatureItem[]): Promise<Uint8Array> {
+    const n = items.length;
+    const keys = new Uint8Array(n * 32);
+    const signatures = new Uint8Array(n * 64);
+    const messageLengths = new Uint32Array(n);
+    let total = 0;
+    items.forEach((item, i) => {
+      keys.set(item.publicKey, i * 32);
+      signatures.set(item.signature, i * 64);
+      messageLengths[i] = item.message.length;
+      total += item.message.length;
+    });
+    const messages = new Uint8Array(total);
+    let offset = 0;
+    for (const item of items) {
+      messages.set(item.message, offset);
+      offset += item.message.length;
+    }
+    const slot = this.slots.reduce((a, b) => (b.load < a.load ? b : a));
+    const id = this.nextId++;
+    const job: VerifyJob = { id, keys, signatures, messages, messageLengths };
+    slot.load += n;
+    // Held while it has work, so that a process waiting only on a batch does not exit under it.
+    if (slot.pending.size === 0) slot.worker.ref();
+    const settle = () => {
+      slot.load -= n;
+      if (slot.pending.size === 0) slot.worker.unref();
+    };
+    return new Promise<Uint8Array>((resolve, reject) => {
+      slot.pending.set(id, {
+        resolve: (v) => {
+          settle();
+          resolve(v);
+        },
+        reject: (e) => {
+          settle();
+          reject(e);
+        },
+      });
+      slot.worker.postMessage(job, [keys.buffer, signatures.buffer, messages.buffer, messageLengths.buffer]);
+    });
+  }
+
+  private start(): Slot {
+    const worker = startWorker({ backend: this.options.backend });
+    // An idle pool never keeps a process alive (send() holds it while a batch is out).
+    worker.unref();
+    const slot: Slot = { worker, pending: new Map(), load: 0 };
+    worker.on("message", (answer: VerifyAnswer) => {
+      const p = slot.pending.get(answer.id);
+      slot.pending.delete(answer.id);
+      p?.resolve(answer.verdicts);
+    });
+    const fail = (e: Error) => {
+      const pending = [...slot.pending.values()];
+      slot.pending.clear();
+      for (const p of pending) p.reject(e);
+      const i = this.slots.indexOf(slot);
+      if (i >= 0 && !this.closed) this.slots[i] = this.start();
+    };
+    worker.on("error", (e) => fail(e instanceof Error ? e : new Error(String(e))));
+    worker.on("exit", (code) => {
+      if (!this.closed) fail(new Error(`verify worker exited with code ${code}`));
+    });
+    return slot;
+  }
+}

@@ -1,0 +1,216 @@
+/**
+ * Signatures checked off the event loop (src/crypto/verify-pool.ts, issue 16), on real worker
+ * threads: both backends give the same verdict through the pool as inline, on valid, tampered
+ * and malformed input; and a sync engine fed by the pool checks every certifier block and every
+ * block through it and then acts on its verdicts (a pool that says "invalid" gets honest peers
+ * banned, which shows the verdicts are used and not merely computed).
+ */
+import assert from "node:assert/strict";
+import { after, describe, test } from "node:test";
+import fc from "fast-check";
+import { PresetVerifier, type SignatureItem, type SignatureVerifier } from "../../src/core/index.js";
+import { createVerifier, Ed25519Signer, type VerifierBackend, VerifyPool } from "../../src/crypto/index.js";
+import { FakeSyncNetwork } from "../helpers/sync-fake-network.js";
+import { makeEngine, tempStore, testChain, withTimeout } from "../helpers/sync-harness.js";
+
+const signers = [1, 2, 3].map((i) => new Ed25519Signer(new Uint8Array(32).fill(i)));
+
+/** Valid, tampered and malformed items: the verdicts are a mix of true and false. */
+function corpus(): SignatureItem[] {
+  const items: SignatureItem[] = [];
+  fc.assert(
+    fc.property(
+      fc.uint8Array({ minLength: 0, maxLength: 400 }),
+      fc.integer({ min: 0, max: 2 }),
+      fc.constantFrom(
+        "valid",
+        "message",
+        "signature",
+        "key",
+        "short-key",
+        "long-signature",
+        "high-s",
+        "junk",
+      ),
+      (message, who, kind) => {
+        const s = signers[who]!;
+        const signature = s.sign(message);
+        const flip = (b: Uint8Array) => {
+          const c = b.slice();
+          c[c.length >> 1]! ^= 0x10;
+          return c;
+        };
+        const item: SignatureItem =
+          kind === "valid"
+            ? { publicKey: s.publicKey, message, signature }
+            : kind === "message"
+              ? {
+                  publicKey: s.publicKey,
+                  message: message.length > 0 ? flip(message) : new Uint8Array([1]),
+                  signature,
+                }
+              : kind === "signature"
+                ? { publicKey: s.publicKey, message, signature: flip(signature) }
+                : kind === "key"
+                  ? { publicKey: signers[(who + 1) % 3]!.publicKey, message, signature }
+                  : kind === "short-key"
+                    ? { publicKey: s.publicKey.subarray(1), message, signature }
+                    : kind === "long-signature"
+                      ? { publicKey: s.publicKey, message, signature: new Uint8Array([...signature, 0]) }
+                      : kind === "high-s"
+                        ? {
+                            publicKey: s.publicKey,
+                            message,
+                            signature: new Uint8Array([
+                              ...signature.subarray(0, 32),
+                              ...new Uint8Array(32).fill(0xff),
+                            ]),
+                          }
+                        : {
+                            publicKey: new Uint8Array(32).fill(7),
+                            message,
+                            signature: new Uint8Array(64).fill(9),
+                          };
+        items.push(item);
+      },
+    ),
+    { numRuns: 300, seed: 16 },
+  );
+  return items;
+}
+
+const pools: VerifyPool[] = [];
+after(async () => {
+  for (const p of pools) await p.close();
+});
+
+describe("verify pool", () => {
+  for (const backend of ["native", "noble"] as VerifierBackend[])
+    test(`${backend}: the same verdicts through 2 workers as inline, in order`, async () => {
+      const items = corpus();
+      const inline = createVerifier(backend);
+      const expected = items.map((i) => inline.verify(i.publicKey, i.message, i.signature));
+      assert.ok(expected.includes(true) && expected.includes(false), "the corpus mixes valid and invalid");
+      const pool = new VerifyPool({ workers: 2, backend });
+      pools.push(pool);
+      assert.deepEqual(await pool.verify(items), expected);
+      // Small batches (one worker) and an empty one.
+      assert.deepEqual(await pool.verify(items.slice(0, 3)), expected.slice(0, 3));
+      assert.deepEqual(await pool.verify([]), []);
+      // Batches at once share the workers and each gets its own verdicts.
+      const halves = await Promise.all([pool.verify(items.slice(0, 150)), pool.verify(items.slice(150))]);
+      assert.deepEqual(halves.flat(), expected);
+    });
+
+  test("options are checked; a closed pool refuses work", async () => {
+    assert.throws(() => new VerifyPool({ workers: 0 }), /workers must be a positive integer/);
+    assert.throws(() => new VerifyPool({ minSignaturesPerWorker: 0 }), /minSignaturesPerWorker/);
+    const pool = new VerifyPool({ workers: 1 });
+    await pool.close();
+    await assert.rejects(pool.verify(corpus().slice(0, 1)), /closed/);
+  });
+});
+
+describe("PresetVerifier", () => {
+  const s = signers[0]!;
+  const message = new Uint8Array([1, 2, 3]);
+  const signature = s.sign(message);
+  const counting = (): SignatureVerifier & { calls: number } => {
+    const inner = createVerifier("native");
+    const v = {
+      name: "counting",
+      calls: 0,
+      verify(k: Uint8Array, m: Uint8Array, sig: Uint8Array) {
+        v.calls++;
+        return inner.verify(k, m, sig);
+      },
+    };
+    return v;
+  };
+
+  test("a preset verdict answers only the exact key, message and signature, once", () => {
+    const inner = counting();
+    const preset = new PresetVerifier(inner);
+    preset.preset([{ publicKey: s.publicKey, message, signature }], [false]); // a (wrong) verdict to tell it apart
+    assert.equal(preset.verify(s.publicKey, new Uint8Array([1, 2, 4]), signature), false); // other message: inline
+    assert.equal(inner.calls, 1);
+    assert.equal(preset.verify(signers[1]!.publicKey, message, signature), false); // other key: inline
+    assert.equal(inner.calls, 2);
+    assert.equal(preset.verify(s.publicKey, message, signature), false, "the preset verdict");
+    assert.equal(inner.calls, 2);
+    assert.equal(preset.verify(s.publicKey, message, signature), true, "used once: then inline");
+    assert.equal(inner.calls, 3);
+  });
+
+  test("bounded: past the limit the oldest verdicts are dropped", () => {
+    const inner = counting();
+    const preset = new PresetVerifier(inner, 2);
+    const items = [0, 1, 2].map((i) => {
+      const m = new Uint8Array([i]);
+      return { publicKey: s.publicKey, message: m, signature: s.sign(m) };
+    });
+    preset.preset(items, [true, true, true]);
+    for (const i of items) assert.equal(preset.verify(i.publicKey, i.message, i.signature), true);
+    assert.equal(inner.calls, 1, "the first was dropped and verified inline");
+    assert.equal(preset.hits, 2);
+  });
+});
+
+describe("the sync engine with a verify pool", () => {
+  const { chain, commits } = testChain();
+  const peers = { "p1:9100": {}, "p2:9100": {} };
+
+  test("every block signature and almost every certifier goes through the pool", async () => {
+    const ts = await tempStore(chain);
+    const pool = new VerifyPool({ workers: 2 });
+    pools.push(pool);
+    let pooled = 0;
+    const network = new FakeSyncNetwork(commits, chain.genesis.digest, peers);
+    const engine = makeEngine(
+      ts.store,
+      network,
+      Object.keys(peers),
+      { verifyBlockSignatures: true },
+      undefined,
+      {
+        verifySignatures: (items) => {
+          pooled += items.length;
+          return pool.verify(items);
+        },
+      },
+    );
+    const inline = engine as unknown as { verifyStage: { deps: { verifier: PresetVerifier } } };
+    await withTimeout(engine.run(true), 20_000, "sync with the pool");
+    assert.equal(ts.store.watermarks.highestSynced, commits.length);
+    const blocks = commits.reduce((n, c) => n + c.blocks.length, 0);
+    assert.ok(
+      pooled >= blocks,
+      `${pooled} signatures through the pool for ${blocks} blocks and the certifiers`,
+    );
+    const preset = inline.verifyStage.deps.verifier;
+    assert.ok(preset instanceof PresetVerifier);
+    // Inline only: certifiers that arrived before their epoch's committee was verified (a batch
+    // fetched ahead across an epoch change), checked at their turn; a few per epoch.
+    assert.ok(preset.hits >= blocks, `${preset.hits} verdicts used for ${blocks} blocks`);
+    assert.ok(preset.misses <= 8 * 3, `${preset.misses} verified inline`);
+    for (const p of engine.peerStatuses()) assert.equal(p.banCount, 0, `${p.address}: ${p.lastError}`);
+    await ts.cleanup();
+  });
+
+  test("the verdicts are used: a pool that says every signature is bad gets the peers banned", async () => {
+    const ts = await tempStore(chain);
+    const network = new FakeSyncNetwork(commits, chain.genesis.digest, peers);
+    const engine = makeEngine(ts.store, network, Object.keys(peers), { maxStallMs: 1_500 }, undefined, {
+      verifySignatures: async (items) => items.map(() => false),
+    });
+    // Every peer banned: the engine stalls and gives up after maxStallMs.
+    await assert.rejects(withTimeout(engine.run(true), 10_000, "run")).finally(() => engine.stop());
+    assert.equal(ts.store.watermarks.highestSynced, 0, "nothing stored");
+    const banned = engine.peerStatuses().filter((p) => p.banCount > 0);
+    assert.ok(
+      banned.length > 0 && banned.every((p) => /bad_signature|signature/.test(p.lastError)),
+      JSON.stringify(banned),
+    );
+    await ts.cleanup();
+  });
+});
