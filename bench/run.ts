@@ -3,7 +3,8 @@
  *
  *   BENCH_BLOCKS  blocks in the catch-up chain (default 100000; the RSS check also syncs half)
  *   BENCH_QUICK=1 a smaller run (20000 blocks, shorter limit measurements) for a smoke test
- *   BENCH_ONLY    a comma-separated subset of: serving, load, catchup, archive, network, gossip
+ *   BENCH_ONLY    a comma-separated subset of: serving, load, catchup, signatures, archive,
+ *                 network, gossip
  *                 (default: all)
  *   BENCH_SYNC_NODE_OPTIONS  V8 options for the syncing node only, in place of bin/dagsync's
  *                 (e.g. "" for V8's defaults instead of the 1 GB heap limit)
@@ -21,7 +22,7 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { MANIFEST_FILE, parseManifest } from "../src/archive/index.js";
@@ -49,7 +50,9 @@ const CLI = join(ROOT, "bin/dagsync");
 const CACHE = join(ROOT, "bench/.cache");
 const QUICK = process.env.BENCH_QUICK === "1";
 const ONLY = new Set(
-  (process.env.BENCH_ONLY ?? "serving,load,catchup,archive,network,gossip").split(",").map((x) => x.trim()),
+  (process.env.BENCH_ONLY ?? "serving,load,catchup,signatures,archive,network,gossip")
+    .split(",")
+    .map((x) => x.trim()),
 );
 const BLOCKS = Number(process.env.BENCH_BLOCKS ?? (QUICK ? 20_000 : 100_000));
 const SYNC_NODE_OPTIONS = process.env.BENCH_SYNC_NODE_OPTIONS;
@@ -148,14 +151,27 @@ async function catchUpFloor(refsStore: string, peers: string[], servers: ChildPr
  * A full node process catching up `summary`'s chain: from 3 serving processes, or with `archive`,
  * from that archive alone (a directory or URL; no peer, no discovery).
  */
-async function catchUp(summary: DevnetSummary, floor = false, archive?: string): Promise<CatchUp> {
+async function catchUp(
+  summary: DevnetSummary,
+  floor = false,
+  archive?: string,
+  extraArgs: readonly string[] = [],
+): Promise<CatchUp> {
   const servers =
     archive === undefined ? await Promise.all(summary.validators.slice(0, 3).map((v) => serve(v.store))) : [];
   const serverCpuBefore = serversCpu(servers.map((s) => s.child));
   const store = join(CACHE, "fullnode");
   await rm(store, { recursive: true, force: true });
   try {
-    const args = ["sync", "--store", store, "--genesis", summary.genesisFile, "--exit-when-synced"];
+    const args = [
+      "sync",
+      "--store",
+      store,
+      "--genesis",
+      summary.genesisFile,
+      "--exit-when-synced",
+      ...extraArgs,
+    ];
     for (const s of servers) args.push("--peer", s.address);
     if (archive !== undefined) args.push("--no-discovery", "--archive", archive);
     const child = spawn(CLI, args, {
@@ -231,7 +247,7 @@ async function main(): Promise<void> {
     `  Ed25519 verify native / noble          ${f(limits.ed25519NativePerSec, 0)} / ${f(limits.ed25519NoblePerSec, 0)} per s`,
   );
 
-  if (ONLY.has("serving") || ONLY.has("load") || ONLY.has("catchup") || ONLY.has("archive"))
+  if (["serving", "load", "catchup", "signatures", "archive"].some((s) => ONLY.has(s)))
     await chainBenches(limits);
   if (ONLY.has("network")) await networkSection();
   if (ONLY.has("gossip")) await gossipBench();
@@ -243,6 +259,7 @@ async function chainBenches(limits: Limits): Promise<void> {
   if (ONLY.has("serving")) await servingBench(limits, full);
   if (ONLY.has("load")) await loadSection(full);
   const fromPeers = ONLY.has("catchup") ? await catchUpBench(limits, half, full) : undefined;
+  if (ONLY.has("signatures")) await signaturesBench(limits, full);
   if (ONLY.has("archive")) await archiveBench(limits, full, fromPeers);
 }
 
@@ -306,6 +323,33 @@ async function catchUpBench(limits: Limits, half: DevnetSummary, full: DevnetSum
   );
   await diskReport(full, big.storeBytes);
   return big;
+}
+
+/**
+ * Catch-up checking every block's signature (`--verify-block-signatures`): through the worker
+ * pool (one worker per core, the default) and inline on the event loop (`--verify-workers 0`),
+ * as blocks/s ÷ one core's native verifies/s measured in the same run.
+ */
+async function signaturesBench(limits: Limits, full: DevnetSummary): Promise<void> {
+  const pooled = await catchUp(full, false, undefined, ["--verify-block-signatures"]);
+  const inline = await catchUp(full, false, undefined, [
+    "--verify-block-signatures",
+    "--verify-workers",
+    "0",
+  ]);
+  console.log(
+    `\ncatch-up checking every block's signature (--verify-block-signatures), ${pooled.blocks} blocks from 3 serving processes`,
+  );
+  for (const [name, r] of [
+    [`worker pool (${availableParallelism()} workers)`, pooled],
+    ["inline (--verify-workers 0)", inline],
+  ] as const)
+    console.log(
+      `  ${name.padEnd(28)} ${f(r.seconds, 2)} s — ${f(r.blocksPerSec, 0)} blocks/s, ` +
+        `ratio to one core's native verify/s ${f(r.blocksPerSec / limits.ed25519NativePerSec, 2)}; ` +
+        `CPU node ${f(r.nodeCpuSeconds, 2)} + servers ${f(r.serverCpuSeconds, 2)} core-s; peak RSS ${f(r.maxRssMb, 0)} MB`,
+    );
+  console.log("  target: worker pool ≥ 1.3");
 }
 
 /**

@@ -15,8 +15,9 @@ import { CommitteeView } from "./committee.js";
 import { sha256 } from "./digest.js";
 import { VerifyError } from "./errors.js";
 import { formatBlockRef } from "./refs.js";
+import type { SignatureVerdicts } from "./signature-verdicts.js";
 import type { SignatureItem, SignatureVerifier } from "./types.js";
-import { type BlockEntry, type CommitEntry, parseCommit, parseSignedBlock } from "./wire.js";
+import { type BlockEntry, type CommitEntry, parseCommit, parseSignedBlock, peekSignedBlock } from "./wire.js";
 
 const BLOCK_SIGNING_DOMAIN = utf8Bytes("dagsync/block/v1");
 
@@ -31,12 +32,16 @@ export function blockSigningMessage(chainId: string, blockBytes: Uint8Array): Ui
   ]);
 }
 
-/** Checks a signed block against its epoch's committee: epoch, membership and signature. */
+/**
+ * Checks a signed block against its epoch's committee: epoch, membership and signature (from
+ * `verdicts` when one was computed ahead for these very bytes and this key).
+ */
 export function verifySignedBlock(
   entry: BlockEntry,
   committee: CommitteeView,
   chainId: string,
   verifier: SignatureVerifier,
+  verdicts?: SignatureVerdicts,
 ): void {
   const where = `block (round ${entry.round}, author ${entry.author}, ${shortHex(entry.digest)})`;
   if (entry.epoch !== committee.epoch)
@@ -47,36 +52,45 @@ export function verifySignedBlock(
       "non_member",
       `${where}: author ${entry.author} is not in the committee of epoch ${committee.epoch}`,
     );
-  if (!verifier.verify(key, blockSigningMessage(chainId, entry.blockBytes), entry.signature))
-    throw new VerifyError("bad_signature", `${where}: signature does not verify`);
+  const valid =
+    verdicts?.take(entry.bytes, key) ??
+    verifier.verify(key, blockSigningMessage(chainId, entry.blockBytes), entry.signature);
+  if (!valid) throw new VerifyError("bad_signature", `${where}: signature does not verify`);
+}
+
+/** A signature check of one encoded SignedBlock, for a pass ahead of the checks (SignatureVerdicts). */
+export interface BlockSignatureItem extends SignatureItem {
+  /** The encoded SignedBlock object the verdict is for. */
+  readonly signedBlock: Uint8Array;
 }
 
 /**
- * The signature checks that verifySignedBlock would make for `blocks` (encoded SignedBlocks),
- * for a pass ahead of it on other threads (PresetVerifier): those whose block parses and whose
- * epoch has a known committee with its author in it. Others are left to the check itself, which
- * refuses them with its own reason.
+ * The signature checks that verifySignedBlock would make for `blocks` (encoded SignedBlocks):
+ * those whose header reads and whose epoch has a known committee with its author in it. Others
+ * are left to the check itself, which refuses them with its reason. Reads only the block's
+ * epoch, round and author (no full decode, no digest): this runs on the event loop.
  */
 export function blockSignatureItems(
   blocks: readonly Uint8Array[],
   committeeOf: (epoch: number) => CommitteeView | undefined,
   chainId: string,
-): SignatureItem[] {
-  const items: SignatureItem[] = [];
-  for (const bytes of blocks) {
-    let entry: BlockEntry;
+): BlockSignatureItem[] {
+  const items: BlockSignatureItem[] = [];
+  for (const signedBlock of blocks) {
+    let header: ReturnType<typeof peekSignedBlock>;
     try {
-      entry = parseSignedBlock(bytes);
+      header = peekSignedBlock(signedBlock);
     } catch {
       continue;
     }
-    const committee = committeeOf(entry.epoch);
-    const publicKey = committee?.epoch === entry.epoch ? committee.protocolKeyOf(entry.author) : undefined;
+    const committee = committeeOf(header.epoch);
+    const publicKey = committee?.epoch === header.epoch ? committee.protocolKeyOf(header.author) : undefined;
     if (publicKey === undefined) continue;
     items.push({
+      signedBlock,
       publicKey,
-      message: blockSigningMessage(chainId, entry.blockBytes),
-      signature: entry.signature,
+      message: blockSigningMessage(chainId, header.blockBytes),
+      signature: header.signature,
     });
   }
   return items;
@@ -95,6 +109,8 @@ export interface CommitBatchInput {
   readonly committee: CommitteeView;
   readonly chainId: string;
   readonly verifier: SignatureVerifier;
+  /** Certifier signatures checked ahead, used where they apply (verifySignedBlock). */
+  readonly verdicts?: SignatureVerdicts | undefined;
 }
 
 export interface CommitBatchResult {
@@ -163,7 +179,7 @@ export function verifyCommitBatch(input: CommitBatchInput): CommitBatchResult {
     let block: BlockEntry;
     try {
       block = parseSignedBlock(bytes);
-      verifySignedBlock(block, committee, input.chainId, input.verifier);
+      verifySignedBlock(block, committee, input.chainId, input.verifier, input.verdicts);
     } catch (e) {
       return { commits: [], certifierBlocks: [], error: e as VerifyError };
     }

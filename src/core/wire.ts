@@ -77,7 +77,50 @@ export function splitSignedBlock(bytes: Uint8Array): { blockBytes: Uint8Array; s
   return { blockBytes, signature };
 }
 
+/**
+ * The signed bytes, signature, epoch, round and author of an encoded SignedBlock, reading only
+ * the Block's scalar header fields (the rest is skipped, not decoded or checked; no digest).
+ * For a pass ahead of the full check (parseSignedBlock), never instead of it.
+ */
+export function peekSignedBlock(bytes: Uint8Array): {
+  blockBytes: Uint8Array;
+  signature: Uint8Array;
+  epoch: number;
+  round: number;
+  author: number;
+} {
+  const { blockBytes, signature } = splitSignedBlock(bytes);
+  let epoch = 0;
+  let round = 0;
+  let author = 0;
+  try {
+    const reader = new BinaryReader(blockBytes);
+    while (reader.pos < reader.len) {
+      const [field, wireType] = reader.tag();
+      if (field === 1 && wireType === WireType.Varint) epoch = Number(reader.uint64());
+      else if (field === 2 && wireType === WireType.Varint) round = reader.uint32();
+      else if (field === 3 && wireType === WireType.Varint) author = reader.uint32();
+      else reader.skip(wireType, field);
+    }
+  } catch (e) {
+    throw malformed("Block", e);
+  }
+  return { blockBytes, signature, epoch, round, author };
+}
+
 export function parseSignedBlock(bytes: Uint8Array): BlockEntry {
+  return decodeSignedBlock(bytes, undefined);
+}
+
+/**
+ * parseSignedBlock for bytes the caller has just checked hash to `digest` (against a verified
+ * ref): saves hashing them again.
+ */
+export function parseSignedBlockWithDigest(bytes: Uint8Array, digest: Uint8Array): BlockEntry {
+  return decodeSignedBlock(bytes, digest);
+}
+
+function decodeSignedBlock(bytes: Uint8Array, digest: Uint8Array | undefined): BlockEntry {
   const { blockBytes, signature } = splitSignedBlock(bytes);
   let block: Block;
   try {
@@ -103,7 +146,7 @@ export function parseSignedBlock(bytes: Uint8Array): BlockEntry {
     bytes,
     blockBytes,
     signature,
-    digest: sha256(bytes),
+    digest: digest ?? sha256(bytes),
     round: block.round,
     author: block.author,
     epoch,

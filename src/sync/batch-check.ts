@@ -11,7 +11,8 @@
 import {
   type CommitBatchResult,
   type CommitteeView,
-  parseSignedBlock,
+  parseSignedBlockWithDigest,
+  type SignatureVerdicts,
   type SignatureVerifier,
   VerifyError,
   verifyBlocksAgainstRefs,
@@ -31,6 +32,8 @@ export interface BatchCheckInput {
   readonly committee: CommitteeView;
   readonly chainId: string;
   readonly verifier: SignatureVerifier;
+  /** Certifier signatures checked ahead (the verify pool), used where they apply. */
+  readonly verdicts?: SignatureVerdicts | undefined;
   /** `prev` is a trusted checkpoint the store started from (no commit below it is held). */
   readonly prevIsCheckpoint: boolean;
 }
@@ -52,6 +55,7 @@ export function checkCommitBatch(input: BatchCheckInput): BatchCheck {
     committee: input.committee,
     chainId: input.chainId,
     verifier: input.verifier,
+    verdicts: input.verdicts,
   };
   const result = verifyCommitBatch({ ...base, previousDigest: input.prev.digest });
   if (result.error?.code !== "broken_link" || !input.prevIsCheckpoint)
@@ -75,16 +79,32 @@ export interface BlocksCheck {
 export function checkBlocks(
   refs: readonly BlockRef[],
   blocks: readonly Uint8Array[],
-  signatures: { committee: CommitteeView; chainId: string; verifier: SignatureVerifier } | undefined,
+  signatures:
+    | {
+        committee: CommitteeView;
+        chainId: string;
+        verifier: SignatureVerifier;
+        verdicts?: SignatureVerdicts | undefined;
+      }
+    | undefined,
 ): BlocksCheck {
   const checked = verifyBlocksAgainstRefs(refs, blocks);
   let accepted = checked.blocks;
   let error = checked.error;
   if (signatures !== undefined) {
     const ok: Uint8Array[] = [];
-    for (const b of accepted) {
+    for (let i = 0; i < accepted.length; i++) {
+      const b = accepted[i]!;
       try {
-        verifySignedBlock(parseSignedBlock(b), signatures.committee, signatures.chainId, signatures.verifier);
+        // The digest was just checked against refs[i]: no need to hash the block again.
+        const entry = parseSignedBlockWithDigest(b, refs[i]!.digest);
+        verifySignedBlock(
+          entry,
+          signatures.committee,
+          signatures.chainId,
+          signatures.verifier,
+          signatures.verdicts,
+        );
         ok.push(b);
       } catch (e) {
         error = e instanceof VerifyError ? e : new VerifyError("malformed", String(e));

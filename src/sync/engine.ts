@@ -27,7 +27,7 @@
  */
 import { setMaxListeners } from "node:events";
 import type { Logger } from "pino";
-import { type CommitteeView, PresetVerifier } from "../core/index.js";
+import { type CommitteeView, SignatureVerdicts } from "../core/index.js";
 import type { Store } from "../store/index.js";
 import { ApplyStage } from "./apply-stage.js";
 import { SubDagBroadcast } from "./broadcast.js";
@@ -67,6 +67,8 @@ export class SyncEngine {
   private readonly chainId: string;
   private readonly plan = new SegmentPlan();
   private readonly committees = new Map<number, CommitteeView>();
+  /** Signature verdicts from the verify pool, when there is one (how many were used: tests, metrics). */
+  readonly verdicts: SignatureVerdicts | undefined;
   private readonly controller = new AbortController();
   private readonly budget: ByteBudget;
   private readonly fetch: PeerFetch;
@@ -134,14 +136,16 @@ export class SyncEngine {
       this.fatal = e;
     };
     // With a pool, verdicts computed as answers arrive are preset here for the checks to use.
-    const preset = config.verifySignatures === undefined ? undefined : new PresetVerifier(config.verifier);
-    const verifier = preset ?? config.verifier;
+    const verifier = config.verifier;
+    // With a pool, verdicts computed as answers arrive are used by the checks (SignatureVerdicts).
+    const verdicts = config.verifySignatures === undefined ? undefined : new SignatureVerdicts();
+    this.verdicts = verdicts;
     const presign =
-      config.verifySignatures === undefined || preset === undefined
+      config.verifySignatures === undefined || verdicts === undefined
         ? undefined
         : {
             verify: config.verifySignatures,
-            preset,
+            verdicts,
             committeeOf: (epoch: number) => this.committees.get(epoch),
           };
     this.verifyStage = new VerifyStage({
@@ -153,6 +157,7 @@ export class SyncEngine {
       committees: this.committees,
       chainId,
       verifier,
+      verdicts,
       fail,
       blocksPerRequest: options.blocksPerRequest,
       nearTipBlocks: config.nearTipBlocks,

@@ -16,8 +16,8 @@ import type { PeerError } from "../client/index.js";
 import {
   blockSignatureItems,
   type CommitteeView,
-  type PresetVerifier,
   type SignatureItem,
+  type SignatureVerdicts,
   type SignatureVerifier,
 } from "../core/index.js";
 import { checkBlocks } from "./batch-check.js";
@@ -46,8 +46,8 @@ export interface FetchPipelineDeps {
 
 export interface Presign {
   readonly verify: (items: readonly SignatureItem[]) => Promise<boolean[]>;
-  /** The verifier the checks use: it answers from these verdicts. */
-  readonly preset: PresetVerifier;
+  /** Where the verdicts go, for the checks to use. */
+  readonly verdicts: SignatureVerdicts;
   /** Committees verified so far, by epoch. */
   readonly committeeOf: (epoch: number) => CommitteeView | undefined;
 }
@@ -74,7 +74,11 @@ export class FetchPipeline {
     presign
       .verify(items)
       .then(
-        (verdicts) => presign.preset.preset(items, verdicts),
+        (valid) => {
+          items.forEach((item, k) => {
+            presign.verdicts.set(item.signedBlock, item.publicKey, valid[k] === true);
+          });
+        },
         () => {},
       )
       .finally(() => {
@@ -155,7 +159,10 @@ export class FetchPipeline {
           const { committee } = state.batch;
           const record = () => {
             if (seg.state !== state) return seg.chunkFailed(chunk); // applied or dropped meanwhile
-            const signatures = options.verifyBlockSignatures ? { committee, chainId, verifier } : undefined;
+            const verdicts = this.deps.presign?.verdicts;
+            const signatures = options.verifyBlockSignatures
+              ? { committee, chainId, verifier, verdicts }
+              : undefined;
             const { accepted, error } = checkBlocks(refs, res.blocks, signatures);
             if (error !== undefined) faults.ban(peer, error.code, `FetchBlocks: ${error.message}`);
             if (accepted.length > 0) budget.observeBlocks(res.bytes, res.blocks.length);

@@ -13,7 +13,13 @@
  * elsewhere). One hostile peer cannot stop the node: only when every on-chain peer serves a
  * certified chain that does not link to our trusted checkpoint do we stop, with that reason.
  */
-import { type CommitteeView, nextCommitteeFrom, type SignatureVerifier, toHex } from "../core/index.js";
+import {
+  type CommitteeView,
+  nextCommitteeFrom,
+  type SignatureVerdicts,
+  type SignatureVerifier,
+  toHex,
+} from "../core/index.js";
 import type { Store } from "../store/index.js";
 import { checkCommitBatch } from "./batch-check.js";
 import type { ByteBudget } from "./byte-budget.js";
@@ -33,6 +39,8 @@ export interface VerifyStageDeps {
   readonly committees: Map<number, CommitteeView>;
   readonly chainId: string;
   readonly verifier: SignatureVerifier;
+  /** Certifier signatures checked ahead by the verify pool, when there is one. */
+  readonly verdicts?: SignatureVerdicts | undefined;
   readonly blocksPerRequest: number;
   readonly nearTipBlocks: ((digest: Uint8Array) => Uint8Array | undefined) | undefined;
   /** Something no peer can fix: the engine must stop. */
@@ -89,6 +97,7 @@ export class VerifyStage {
       committee,
       chainId: this.deps.chainId,
       verifier: this.deps.verifier,
+      verdicts: this.deps.verdicts,
       prevIsCheckpoint: seg.start === marks.lowestAvailable && marks.highestSynced > 0,
     });
     // (An uncertified batch is just a bad peer, banned below: one hostile peer cannot stop the node.)

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
 import fc from "fast-check";
-import { PresetVerifier, type SignatureItem, type SignatureVerifier } from "../../src/core/index.js";
+import { type SignatureItem, SignatureVerdicts } from "../../src/core/index.js";
 import { createVerifier, Ed25519Signer, type VerifierBackend, VerifyPool } from "../../src/crypto/index.js";
 import { FakeSyncNetwork } from "../helpers/sync-fake-network.js";
 import { makeEngine, tempStore, testChain, withTimeout } from "../helpers/sync-harness.js";
@@ -111,48 +111,22 @@ describe("verify pool", () => {
   });
 });
 
-describe("PresetVerifier", () => {
+describe("SignatureVerdicts", () => {
   const s = signers[0]!;
-  const message = new Uint8Array([1, 2, 3]);
-  const signature = s.sign(message);
-  const counting = (): SignatureVerifier & { calls: number } => {
-    const inner = createVerifier("native");
-    const v = {
-      name: "counting",
-      calls: 0,
-      verify(k: Uint8Array, m: Uint8Array, sig: Uint8Array) {
-        v.calls++;
-        return inner.verify(k, m, sig);
-      },
-    };
-    return v;
-  };
+  const block = new Uint8Array([1, 2, 3]);
 
-  test("a preset verdict answers only the exact key, message and signature, once", () => {
-    const inner = counting();
-    const preset = new PresetVerifier(inner);
-    preset.preset([{ publicKey: s.publicKey, message, signature }], [false]); // a (wrong) verdict to tell it apart
-    assert.equal(preset.verify(s.publicKey, new Uint8Array([1, 2, 4]), signature), false); // other message: inline
-    assert.equal(inner.calls, 1);
-    assert.equal(preset.verify(signers[1]!.publicKey, message, signature), false); // other key: inline
-    assert.equal(inner.calls, 2);
-    assert.equal(preset.verify(s.publicKey, message, signature), false, "the preset verdict");
-    assert.equal(inner.calls, 2);
-    assert.equal(preset.verify(s.publicKey, message, signature), true, "used once: then inline");
-    assert.equal(inner.calls, 3);
-  });
-
-  test("bounded: past the limit the oldest verdicts are dropped", () => {
-    const inner = counting();
-    const preset = new PresetVerifier(inner, 2);
-    const items = [0, 1, 2].map((i) => {
-      const m = new Uint8Array([i]);
-      return { publicKey: s.publicKey, message: m, signature: s.sign(m) };
-    });
-    preset.preset(items, [true, true, true]);
-    for (const i of items) assert.equal(preset.verify(i.publicKey, i.message, i.signature), true);
-    assert.equal(inner.calls, 1, "the first was dropped and verified inline");
-    assert.equal(preset.hits, 2);
+  test("a verdict answers only for the very bytes object and key it was computed for, once", () => {
+    const verdicts = new SignatureVerdicts();
+    verdicts.set(block, s.publicKey, true);
+    assert.equal(
+      verdicts.take(new Uint8Array([1, 2, 3]), s.publicKey),
+      undefined,
+      "equal bytes, another object",
+    );
+    assert.equal(verdicts.take(block, signers[1]!.publicKey), undefined, "another key");
+    assert.equal(verdicts.take(block, s.publicKey), true);
+    assert.equal(verdicts.take(block, s.publicKey), undefined, "used once");
+    assert.deepEqual([verdicts.hits, verdicts.misses], [1, 3]);
   });
 });
 
@@ -179,7 +153,6 @@ describe("the sync engine with a verify pool", () => {
         },
       },
     );
-    const inline = engine as unknown as { verifyStage: { deps: { verifier: PresetVerifier } } };
     await withTimeout(engine.run(true), 20_000, "sync with the pool");
     assert.equal(ts.store.watermarks.highestSynced, commits.length);
     const blocks = commits.reduce((n, c) => n + c.blocks.length, 0);
@@ -187,8 +160,8 @@ describe("the sync engine with a verify pool", () => {
       pooled >= blocks,
       `${pooled} signatures through the pool for ${blocks} blocks and the certifiers`,
     );
-    const preset = inline.verifyStage.deps.verifier;
-    assert.ok(preset instanceof PresetVerifier);
+    const preset = engine.verdicts;
+    assert.ok(preset !== undefined);
     // Inline only: certifiers that arrived before their epoch's committee was verified (a batch
     // fetched ahead across an epoch change), checked at their turn; a few per epoch.
     assert.ok(preset.hits >= blocks, `${preset.hits} verdicts used for ${blocks} blocks`);
