@@ -107,11 +107,17 @@ export function ed25519Bound(): { native: number; noble: number } {
   const signer = Ed25519Signer.generate();
   const message = new Uint8Array(randomBytes(2048));
   const signature = signer.sign(message);
+  // Warmed up (the shared pre-checks are JIT-compiled code), then the best of three rounds: a
+  // single cold round read 7,000/s where the steady rate on the same machine was 12,000+/s.
   const measure = (verify: (k: Uint8Array, m: Uint8Array, s: Uint8Array) => boolean, n: number) => {
-    verify(signer.publicKey, message, signature);
-    const started = performance.now();
-    for (let i = 0; i < n; i++) verify(signer.publicKey, message, signature);
-    return n / ((performance.now() - started) / 1000);
+    for (let i = 0; i < Math.ceil(n / 4); i++) verify(signer.publicKey, message, signature);
+    let best = 0;
+    for (let round = 0; round < 3; round++) {
+      const started = performance.now();
+      for (let i = 0; i < n; i++) verify(signer.publicKey, message, signature);
+      best = Math.max(best, n / ((performance.now() - started) / 1000));
+    }
+    return best;
   };
   const native = new NativeVerifier();
   const noble = new NobleVerifier();
