@@ -110,9 +110,16 @@ export class VerifyPool {
     return verdicts;
   }
 
-  /** Stops every worker; batches in flight fail. */
+  /** Stops every worker; batches in flight fail (their callers then verify inline, or stop). */
   async close(): Promise<void> {
+    if (this.closed) return;
     this.closed = true;
+    const closed = new Error("verify pool is closed");
+    for (const slot of this.slots) {
+      const pending = [...slot.pending.values()];
+      slot.pending.clear();
+      for (const p of pending) p.reject(closed);
+    }
     await Promise.all(this.slots.map((s) => s.worker.terminate()));
   }
 

@@ -102,11 +102,25 @@ describe("verify pool", () => {
       assert.deepEqual(halves.flat(), expected);
     });
 
+  test("a worker that dies fails its batch, and the pool goes on with a fresh one", async () => {
+    const pool = new VerifyPool({ workers: 1 });
+    pools.push(pool);
+    const items = corpus();
+    const expected = items.map((i) => createVerifier("native").verify(i.publicKey, i.message, i.signature));
+    const slots = (pool as unknown as { slots: { worker: { terminate(): Promise<number> } }[] }).slots;
+    const dying = assert.rejects(pool.verify(items), /exited/);
+    await slots[0]!.worker.terminate();
+    await dying;
+    assert.deepEqual(await pool.verify(items), expected);
+  });
+
   test("options are checked; a closed pool refuses work", async () => {
     assert.throws(() => new VerifyPool({ workers: 0 }), /workers must be a positive integer/);
     assert.throws(() => new VerifyPool({ minSignaturesPerWorker: 0 }), /minSignaturesPerWorker/);
     const pool = new VerifyPool({ workers: 1 });
+    const inFlight = assert.rejects(pool.verify(corpus()), /closed/, "a batch in flight fails, not hangs");
     await pool.close();
+    await inFlight;
     await assert.rejects(pool.verify(corpus().slice(0, 1)), /closed/);
   });
 });
