@@ -57,7 +57,9 @@ export class PendingHandshakes {
     }
     const entry: Entry = { address, evict, released: false };
     this.entries.add(entry);
-    this.byAddress.set(address, mine + 1);
+    // Read again: the eviction above may have released one of this address's own entries (a
+    // stale count here once left an address one slot short for good).
+    this.byAddress.set(address, (this.byAddress.get(address) ?? 0) + 1);
     return { admitted: true, ticket: { release: () => this.release(entry) } };
   }
 
