@@ -173,6 +173,7 @@ export class SyncEngine {
       verifier,
       presign,
       kick,
+      guard: (what, fn) => this.guard(what, fn),
     });
     const guard = this.guard.bind(this);
     const onBlocksApplied = config.onBlocksApplied;

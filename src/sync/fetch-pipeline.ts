@@ -42,6 +42,11 @@ export interface FetchPipelineDeps {
   readonly presign?: Presign | undefined;
   /** An answer was recorded: the loop may have work. */
   readonly kick: () => void;
+  /**
+   * Runs a handler as the engine runs its own (a throw becomes the engine's internal error, not
+   * an unhandled rejection): for answers recorded after the pool, outside the fetch's handler.
+   */
+  readonly guard: (what: string, fn: () => void) => void;
 }
 
 export interface Presign {
@@ -83,7 +88,7 @@ export class FetchPipeline {
       )
       .finally(() => {
         budget.unreserve(bytes);
-        record();
+        this.deps.guard("recording an answer after its signature checks", record);
       });
   }
 
