@@ -14,7 +14,7 @@
  */
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
-import type { SignatureItem } from "../core/index.js";
+import { PUBLIC_KEY_LENGTH, SIGNATURE_LENGTH, type SignatureItem } from "../core/index.js";
 import type { VerifierBackend } from "./verifier.js";
 import type { VerifyAnswer, VerifyJob } from "./verify-worker.js";
 
@@ -86,7 +86,8 @@ export class VerifyPool {
     const verdicts = new Array<boolean>(items.length).fill(false);
     const sendable: number[] = [];
     items.forEach((item, i) => {
-      if (item.publicKey.length === 32 && item.signature.length === 64) sendable.push(i);
+      if (item.publicKey.length === PUBLIC_KEY_LENGTH && item.signature.length === SIGNATURE_LENGTH)
+        sendable.push(i);
     });
     if (sendable.length === 0) return verdicts;
     const parts = Math.max(
@@ -125,13 +126,13 @@ export class VerifyPool {
 
   private send(items: readonly SignatureItem[]): Promise<Uint8Array> {
     const n = items.length;
-    const keys = new Uint8Array(n * 32);
-    const signatures = new Uint8Array(n * 64);
+    const keys = new Uint8Array(n * PUBLIC_KEY_LENGTH);
+    const signatures = new Uint8Array(n * SIGNATURE_LENGTH);
     const messageLengths = new Uint32Array(n);
     let total = 0;
     items.forEach((item, i) => {
-      keys.set(item.publicKey, i * 32);
-      signatures.set(item.signature, i * 64);
+      keys.set(item.publicKey, i * PUBLIC_KEY_LENGTH);
+      signatures.set(item.signature, i * SIGNATURE_LENGTH);
       messageLengths[i] = item.message.length;
       total += item.message.length;
     });

@@ -3,6 +3,7 @@
  * backend it was started with, and answers one verdict byte per signature (1 valid, 0 not).
  */
 import { parentPort, workerData } from "node:worker_threads";
+import { PUBLIC_KEY_LENGTH as K, SIGNATURE_LENGTH as S } from "../core/index.js";
 import { createVerifier, type VerifierBackend } from "./verifier.js";
 
 export interface VerifyJob {
@@ -27,9 +28,9 @@ parentPort?.on("message", (job: VerifyJob) => {
   for (let i = 0; i < n; i++) {
     const length = job.messageLengths[i]!;
     verdicts[i] = verifier.verify(
-      job.keys.subarray(i * 32, i * 32 + 32),
+      job.keys.subarray(i * K, (i + 1) * K),
       job.messages.subarray(offset, offset + length),
-      job.signatures.subarray(i * 64, i * 64 + 64),
+      job.signatures.subarray(i * S, (i + 1) * S),
     )
       ? 1
       : 0;

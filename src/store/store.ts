@@ -366,12 +366,21 @@ export class Store {
    */
   async apply(units: readonly ApplyUnit[]): Promise<void> {
     if (units.length === 0) return;
+    // Order first: a refused apply changes nothing, not even the remembered certifier entries.
+    units.forEach((unit, i) => {
+      const at = this.marks.highestSynced + i;
+      if (unit.index !== at + 1)
+        throw new StoreError("out_of_order", `apply commit ${unit.index}: the store is at ${at}`);
+    });
     const ops: BatchOp[] = [];
-    const blockOps: BlockOp[] = [];
+    const blockOps: BlockOp[] = units.flatMap((unit) =>
+      unit.blocks.map((b) => ({ type: "put" as const, key: blockKey(b.ref), value: b.bytes })),
+    );
     let marks = this.marks;
     const ended: { epoch: number; end: number }[] = [];
-    const stored = new Set<string>();
-    for (const unit of units) for (const b of unit.blocks) stored.add(keyId(blockKey(b.ref)));
+    // The blocks this apply stores, for certifier entries to refer to: only when there are any.
+    const certifying = this.certifierRefs.size > 0 || units.some((u) => (u.certifierBlocks?.length ?? 0) > 0);
+    const stored = new Set<string>(certifying ? blockOps.map((o) => keyId(o.key)) : []);
     for (const { index, slots } of this.certifierRefs.resolve(stored))
       ops.push({
         type: "put",
@@ -380,14 +389,8 @@ export class Store {
         value: encodeCertifiers(slots),
       });
     for (const unit of units) {
-      if (unit.index !== marks.highestSynced + 1)
-        throw new StoreError(
-          "out_of_order",
-          `apply commit ${unit.index}: the store is at ${marks.highestSynced}`,
-        );
       const { tables } = this;
       ops.push({ type: "put", sublevel: tables.commits, key: indexKey(unit.index), value: unit.commitBytes });
-      for (const b of unit.blocks) blockOps.push({ type: "put", key: blockKey(b.ref), value: b.bytes });
       if (unit.certifierBlocks !== undefined && unit.certifierBlocks.length > 0)
         ops.push({
           type: "put",

@@ -135,13 +135,12 @@ export class SyncEngine {
     const fail = (e: SyncError) => {
       this.fatal = e;
     };
-    // With a pool, verdicts computed as answers arrive are preset here for the checks to use.
     const verifier = config.verifier;
     // With a pool, verdicts computed as answers arrive are used by the checks (SignatureVerdicts).
     const verdicts = config.verifySignatures === undefined ? undefined : new SignatureVerdicts();
     this.verdicts = verdicts;
     const presign =
-      config.verifySignatures === undefined || verdicts === undefined
+      config.verifySignatures === undefined || verdicts === undefined // (the same condition; narrows both)
         ? undefined
         : {
             verify: config.verifySignatures,
