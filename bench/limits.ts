@@ -11,10 +11,13 @@ import * as grpc from "@grpc/grpc-js";
 import { Level } from "level";
 import { Ed25519Signer } from "../src/crypto/keys.js";
 import { NativeVerifier, NobleVerifier } from "../src/crypto/verifier.js";
+import { processCpuSeconds } from "./process-stats.js";
 
 export interface Limits {
   leveldbWriteMBps: number;
   grpcStreamMBps: number;
+  /** The raw stream server process's CPU (all threads) per GB it sent, core-seconds. */
+  grpcStreamServerCoreSecPerGb: number;
   sha256MBps: number;
   ed25519NativePerSec: number;
   ed25519NoblePerSec: number;
@@ -57,7 +60,9 @@ const RAW_METHOD = {
  * A raw grpc-js server stream of 1 MiB messages from a child process, read with a 16 MiB
  * HTTP/2 window: the best a gRPC transfer of the same bytes can do on this machine.
  */
-export async function grpcStreamBound(totalMB = 1024): Promise<number> {
+export async function grpcStreamBound(
+  totalMB = 1024,
+): Promise<{ mbPerSec: number; serverCoreSecPerGb: number }> {
   const child = spawn(
     process.execPath,
     ["--import", "tsx", new URL("./raw-stream-server.ts", import.meta.url).pathname],
@@ -87,9 +92,11 @@ export async function grpcStreamBound(totalMB = 1024): Promise<number> {
         call.on("error", reject);
       });
     await run(64); // warm up the connection and JIT
-    const mbps = await run(totalMB);
+    const cpuBefore = processCpuSeconds(child.pid);
+    const mbPerSec = await run(totalMB);
+    const serverCoreSecPerGb = (processCpuSeconds(child.pid) - cpuBefore) / ((totalMB * 1024 * 1024) / 1e9);
     client.close();
-    return mbps;
+    return { mbPerSec, serverCoreSecPerGb };
   } finally {
     child.kill();
   }
@@ -131,7 +138,10 @@ export async function measureLimits(): Promise<Limits> {
   const ed = ed25519Bound();
   return {
     leveldbWriteMBps: await leveldbWriteBound(),
-    grpcStreamMBps: await grpcStreamBound(),
+    ...(await grpcStreamBound().then((g) => ({
+      grpcStreamMBps: g.mbPerSec,
+      grpcStreamServerCoreSecPerGb: g.serverCoreSecPerGb,
+    }))),
     sha256MBps: sha256Bound(),
     ed25519NativePerSec: ed.native,
     ed25519NoblePerSec: ed.noble,

@@ -183,22 +183,25 @@ function varintLength(n: number): number {
   return length;
 }
 
-/**
- * Encodes a message made only of length-delimited fields, each given as raw bytes, in one
- * allocation: the wire form of `repeated bytes` and of `repeated Message` alike. Servers use it
- * to assemble responses from stored canonical bytes without re-encoding them; fields are written
- * in the order given (pass them in field-number order for the canonical form).
- */
-export function encodeRawFields(
-  fields: readonly (readonly [field: number, values: readonly Uint8Array[]])[],
-): Uint8Array {
+/** Length-delimited fields, each given as raw bytes: see encodeRawFields. */
+export type RawFields = readonly (readonly [field: number, values: readonly Uint8Array[]])[];
+
+/** Bytes `fields` take on the wire (encodeRawFields' output length). */
+export function rawFieldsSize(fields: RawFields): number {
   let size = 0;
   for (const [field, values] of fields) {
     const tagLength = varintLength((field << 3) | 2);
     for (const v of values) size += tagLength + varintLength(v.length) + v.length;
   }
-  const out = new Uint8Array(size);
-  let pos = 0;
+  return size;
+}
+
+/**
+ * Writes `fields` into `out` from `at` (which must have rawFieldsSize(fields) bytes there) and
+ * returns the position after them.
+ */
+export function writeRawFields(fields: RawFields, out: Uint8Array, at = 0): number {
+  let pos = at;
   const writeVarint = (n: number) => {
     let v = n;
     while (v >= 0x80) {
@@ -216,6 +219,18 @@ export function encodeRawFields(
       pos += v.length;
     }
   }
+  return pos;
+}
+
+/**
+ * Encodes a message made only of length-delimited fields, each given as raw bytes, in one
+ * allocation: the wire form of `repeated bytes` and of `repeated Message` alike. Servers use it
+ * to assemble responses from stored canonical bytes without re-encoding them; fields are written
+ * in the order given (pass them in field-number order for the canonical form).
+ */
+export function encodeRawFields(fields: RawFields): Uint8Array {
+  const out = new Uint8Array(rawFieldsSize(fields));
+  writeRawFields(fields, out);
   return out;
 }
 

@@ -2,7 +2,8 @@
  * StateSync/FetchBlocks: blocks by ref, in request order, a prefix within the response budget
  * (the client asks again for the rest); an unknown ref is NOT_FOUND naming it (DESIGN §3).
  */
-import { encodeRawFields, formatBlockRef } from "../../core/index.js";
+import { formatBlockRef } from "../../core/index.js";
+import { RawFieldsResponse } from "../codec.js";
 import { invalidArgument, notFound } from "../errors.js";
 import { fieldOverhead, type RpcContext } from "./context.js";
 import { unary } from "./unary.js";
@@ -38,7 +39,7 @@ export function fetchBlocks(ctx: RpcContext) {
         size = next;
         blocks.push(bytes);
       }
-      return encodeRawFields([[1, blocks]]);
+      return new RawFieldsResponse([[1, blocks]]);
     },
     "bulk",
   );

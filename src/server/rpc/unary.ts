@@ -6,7 +6,7 @@
 import { type handleUnaryCall, type ServerUnaryCall, type sendUnaryData, status } from "@grpc/grpc-js";
 import type { BulkTicket } from "../admission.js";
 import { internalError } from "../call-admission.js";
-import type { Decoded } from "../codec.js";
+import type { Decoded, RawResponse } from "../codec.js";
 import { invalidArgument, RpcError, statusName } from "../errors.js";
 import { peerKey } from "../rate-limit.js";
 import type { RpcName } from "../services.js";
@@ -16,19 +16,19 @@ export function unary<T>(
   ctx: RpcContext,
   rpc: RpcName,
   method: string,
-  run: (request: T, peer: string) => Promise<Uint8Array>,
+  run: (request: T, peer: string) => Promise<RawResponse>,
   kind: "light" | "bulk" = "light",
-): handleUnaryCall<Decoded<T>, Uint8Array> {
+): handleUnaryCall<Decoded<T>, RawResponse> {
   const { deps, admission } = ctx;
-  return (call: ServerUnaryCall<Decoded<T>, Uint8Array>, callback: sendUnaryData<Uint8Array>) => {
+  return (call: ServerUnaryCall<Decoded<T>, RawResponse>, callback: sendUnaryData<RawResponse>) => {
     const started = performance.now();
     const peer = peerKey(call.getPeer());
-    const finish = (code: number, bytes?: Uint8Array, error?: RpcError) => {
+    const finish = (code: number, bytes?: RawResponse, error?: RpcError) => {
       const { metrics } = deps;
       metrics.calls.inc({ method, code: statusName(code) });
       metrics.latency.observe({ method }, (performance.now() - started) / 1000);
       if (bytes !== undefined) {
-        metrics.bytesServed.inc({ method }, bytes.length);
+        metrics.bytesServed.inc({ method }, bytes.byteLength);
         callback(null, bytes);
       } else callback(error!.toServiceError());
     };
@@ -46,7 +46,7 @@ export function unary<T>(
       (bytes) => {
         release?.();
         // Held until the response is written (or the call cancelled), not only assembled.
-        ticket?.resize(bytes.length);
+        ticket?.resize(bytes.byteLength);
         if (gated === undefined && ticket !== undefined) {
           const t = ticket;
           // A call cancelled while its response was assembled sends no status and has already
