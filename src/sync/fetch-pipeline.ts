@@ -6,7 +6,8 @@
  *   answer is kept whole (the batch contract) until its turn to verify.
  * - A segment fetching blocks asks for each chunk of ≤ `blocksPerRequest` refs from a peer that
  *   holds the commits those refs belong to; when nobody holds them all, the chunk is cut after the
- *   last commit the best peer holding its first one has.
+ *   last commit the best peer holding its first one has. A chunk that ends its segment is folded
+ *   with the first chunks of the segments after it, up to `blocksPerRequest` refs in one call.
  *
  * Threat: a FetchBlocks answer is checked by digest (and signature, with `verifyBlockSignatures`)
  * against the verified refs asked for; only the valid prefix is kept and the rest asked again,
@@ -26,7 +27,7 @@ import type { SyncOptions } from "./options.js";
 import type { PeerFaults } from "./peer-faults.js";
 import type { PeerFetch } from "./peer-fetch.js";
 import type { PeerSet, PeerState } from "./peers.js";
-import { type Chunk, commitOfRef, type Segment } from "./segment.js";
+import { type Chunk, commitOfRef, type Segment, type SegmentState } from "./segment.js";
 import type { SegmentPlan } from "./segment-plan.js";
 
 export interface FetchPipelineDeps {
@@ -98,7 +99,7 @@ export class FetchPipeline {
     for (let i = 0; i < segments.length && this.deps.fetch.hasFreeSlot(); i++) {
       const seg = segments[i]!;
       if (seg.state.kind === "idle") this.fetchCommits(seg, i === 0, now);
-      else if (seg.state.kind === "fetching_blocks") this.fetchBlocks(seg, i === 0, now);
+      else if (seg.state.kind === "fetching_blocks") this.fetchBlocks(i, now);
     }
   }
 
@@ -140,55 +141,157 @@ export class FetchPipeline {
     );
   }
 
-  private fetchBlocks(seg: Segment, head: boolean, now: number): void {
-    const { budget, faults, kick } = this.deps;
+  /** Asks for the chunks of segment `index` not being fetched, each folded with what follows it. */
+  private fetchBlocks(index: number, now: number): void {
+    const { budget } = this.deps;
+    const seg = this.deps.plan.segments[index]!;
     const state = seg.state;
     if (state.kind !== "fetching_blocks") return;
-    for (const chunk of state.chunks) {
+    const head = index === 0;
+    // By index: a chunk cut for a peer holding only part of it (pickForChunk) puts its remainder
+    // right after it, for another peer in this same pass.
+    for (let c = 0; c < state.chunks.length; c++) {
+      const chunk = state.chunks[c]!;
       if (chunk.fetching) continue;
       if (!this.deps.fetch.hasFreeSlot()) return;
       if (!budget.allows(budget.estimateBlocks(chunk.count), head)) return;
+      const first: CallPart = { seg, state, chunk };
+      const folded = this.foldFollowing(index, first, now);
+      if (folded !== undefined) {
+        this.requestParts(folded.parts, folded.peer);
+        continue;
+      }
+      if (!head && this.waitsToFold(index, first)) continue;
       const peer = this.pickForChunk(seg, chunk, now);
       if (peer === undefined) continue;
-      const reserve = budget.estimateBlocks(chunk.count); // the chunk may have been cut
-      const refs = state.batch.refs.slice(chunk.offset, chunk.offset + chunk.count);
-      const { first, last } = seg.chunkCommits(chunk);
-      seg.chunkRequested(chunk);
-      this.deps.fetch.fetchBlocks(
-        peer,
-        refs,
-        { first: first.index, last: last.index },
-        reserve,
-        (res) => {
-          const { options, chainId, verifier } = this.deps;
-          const { committee } = state.batch;
-          const record = () => {
+      this.requestParts([first], peer); // the chunk may have been cut
+    }
+  }
+
+  /**
+   * `part` with the first chunks of the segments after it, when it ends its segment's refs, the
+   * next segments are fetching blocks from their first ref, the whole fits in one request
+   * (`blocksPerRequest`) and the byte budget, and one peer holds every commit involved; else
+   * undefined. Segments hold ≈100 commits (what one FetchCommits returns), ≈450 refs on a busy
+   * chain: folding makes each FetchBlocks carry about `blocksPerRequest` refs, halving the calls
+   * (and their per-call costs on both sides) of a catch-up.
+   */
+  private foldFollowing(
+    index: number,
+    part: CallPart,
+    now: number,
+  ): { parts: CallPart[]; peer: PeerState } | undefined {
+    const { plan, budget, options, peers } = this.deps;
+    const parts = [part];
+    let count = part.chunk.count;
+    for (let j = index + 1; j < plan.segments.length; j++) {
+      const last = parts[parts.length - 1]!;
+      if (last.chunk.offset + last.chunk.count !== last.state.batch.refs.length) break;
+      const seg = plan.segments[j]!;
+      const state = seg.state;
+      if (state.kind !== "fetching_blocks") break;
+      const chunk = state.chunks[0];
+      if (chunk === undefined || chunk.fetching || chunk.offset !== 0) break;
+      if (count + chunk.count > options.blocksPerRequest) break;
+      parts.push({ seg, state, chunk });
+      count += chunk.count;
+    }
+    while (parts.length > 1) {
+      const first = part.seg.chunkCommits(part.chunk).first;
+      const tail = parts[parts.length - 1]!;
+      const last = tail.seg.chunkCommits(tail.chunk).last;
+      const total = parts.reduce((n, p) => n + p.chunk.count, 0);
+      // Never under the head's exemption: only the head's own refs may go beyond the budget.
+      const peer = budget.allows(budget.estimateBlocks(total), false)
+        ? peers.pick(first.index, last.index, now)
+        : undefined;
+      if (peer !== undefined) return { parts, peer };
+      parts.pop();
+    }
+    return undefined;
+  }
+
+  /**
+   * Whether `part` (not the head's) waits for the next segment's refs to be verified and go in
+   * the same call: it ends its segment, is at most half a request, the next segment is on its
+   * way (its commits not yet verified), and the pipeline is busy (`foldWaitMinInflight`).
+   */
+  private waitsToFold(index: number, part: CallPart): boolean {
+    const { options, plan, fetch } = this.deps;
+    const { chunk, state } = part;
+    if (options.foldWaitMinInflight <= 0 || fetch.inflight < options.foldWaitMinInflight) return false;
+    if (chunk.offset + chunk.count !== state.batch.refs.length) return false;
+    if (chunk.count * 2 > options.blocksPerRequest) return false;
+    const next = plan.segments[index + 1]?.state.kind;
+    return next === "idle" || next === "fetching_commits" || next === "fetched";
+  }
+
+  /**
+   * One FetchBlocks for consecutive chunks (of one segment, or ending one segment and starting
+   * the next ones). The answer is a prefix of the refs asked for: each part takes its share in
+   * order, and a part answered short or wrong leaves the parts after it to be asked again.
+   */
+  private requestParts(parts: readonly CallPart[], peer: PeerState): void {
+    const { budget, faults, kick } = this.deps;
+    const head = parts[0]!;
+    const tail = parts[parts.length - 1]!;
+    const count = parts.reduce((n, p) => n + p.chunk.count, 0);
+    const reserve = budget.estimateBlocks(count);
+    const refsOf = parts.map((p) => p.state.batch.refs.slice(p.chunk.offset, p.chunk.offset + p.chunk.count));
+    const refs = refsOf.length === 1 ? refsOf[0]! : refsOf.flat();
+    const commits = {
+      first: head.seg.chunkCommits(head.chunk).first.index,
+      last: tail.seg.chunkCommits(tail.chunk).last.index,
+    };
+    for (const p of parts) p.seg.chunkRequested(p.chunk);
+    this.deps.fetch.fetchBlocks(
+      peer,
+      refs,
+      commits,
+      reserve,
+      (res) => {
+        const { options, chainId, verifier } = this.deps;
+        const record = () => {
+          const verdicts = this.deps.presign?.verdicts;
+          let at = 0;
+          let intact = true;
+          parts.forEach((p, k) => {
+            const { seg, state, chunk } = p;
             if (seg.state !== state) return seg.chunkFailed(chunk); // applied or dropped meanwhile
-            const verdicts = this.deps.presign?.verdicts;
+            const asked = refsOf[k]!;
+            const blocks = res.blocks.slice(at, at + asked.length);
+            at += asked.length;
+            // A part after one answered short or wrong gets nothing from this answer (the rest of
+            // an answer is a prefix too), and is no evidence against the peer.
+            if (k > 0 && (!intact || blocks.length === 0)) return seg.chunkFailed(chunk);
+            const { committee } = state.batch;
             const signatures = options.verifyBlockSignatures
               ? { committee, chainId, verifier, verdicts }
               : undefined;
-            const { accepted, error } = checkBlocks(refs, res.blocks, signatures);
+            const { accepted, error } = checkBlocks(asked, blocks, signatures);
             if (error !== undefined) faults.ban(peer, error.code, `FetchBlocks: ${error.message}`);
-            if (accepted.length > 0) budget.observeBlocks(res.bytes, res.blocks.length);
+            intact = error === undefined && accepted.length === asked.length;
             budget.hold(
               seg,
               accepted.reduce((n, b) => n + b.length, 0),
             );
             seg.blocksAccepted(chunk, accepted);
-            kick();
-          };
-          if (!options.verifyBlockSignatures || seg.state !== state) return record();
-          this.afterSignatures(res.blocks, () => committee, res.bytes, record);
-        },
-        (e) => {
-          seg.chunkFailed(chunk);
-          const commit = commitOfRef(state.batch, chunk.offset);
-          faults.onError(peer, "FetchBlocks", e as PeerError, commit?.index ?? seg.start);
+          });
+          if (res.blocks.length > 0) budget.observeBlocks(res.bytes, res.blocks.length);
           kick();
-        },
-      );
-    }
+        };
+        if (!options.verifyBlockSignatures || parts.every((p) => p.seg.state !== p.state)) return record();
+        const committeeOf = (epoch: number) =>
+          parts.find((p) => p.state.batch.committee.epoch === epoch)?.state.batch.committee;
+        this.afterSignatures(res.blocks, committeeOf, res.bytes, record);
+      },
+      (e) => {
+        for (const p of parts) p.seg.chunkFailed(p.chunk);
+        const commit = commitOfRef(head.state.batch, head.chunk.offset);
+        faults.onError(peer, "FetchBlocks", e as PeerError, commit?.index ?? head.seg.start);
+        kick();
+      },
+    );
   }
 
   /**
@@ -208,3 +311,13 @@ export class FetchPipeline {
 }
 
 const noCommittee = (): undefined => undefined;
+
+type FetchingBlocks = Extract<SegmentState, { kind: "fetching_blocks" }>;
+
+/** A chunk of one segment, within a FetchBlocks call that may span consecutive segments. */
+interface CallPart {
+  readonly seg: Segment;
+  /** The segment's state when the call was made: an answer for another is not recorded. */
+  readonly state: FetchingBlocks;
+  readonly chunk: Chunk;
+}

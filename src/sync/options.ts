@@ -42,6 +42,14 @@ export interface SyncOptions {
   /** Requests in flight to one peer. Default 4. */
   readonly maxRequestsPerPeer: number;
   /**
+   * A FetchBlocks that would carry at most half of `blocksPerRequest` refs, all from the end of
+   * a segment other than the head's, waits for the next segment's refs (to go in the same call)
+   * while at least this many fetches are in flight. Default 1: a 100k-block catch-up then made
+   * ≈125 calls of ≈800 refs instead of ≈190 of ≈530, 2–3 % faster (BENCHMARKS.md); 0 never
+   * waits. A segment is never held once it is the head, so a wait never stalls the apply.
+   */
+  readonly foldWaitMinInflight: number;
+  /**
    * A peer out of request slots is waited for, rather than an idle one used now, when what one
    * more request can expect from it (its measured rate over its requests in flight, plus one) is
    * more than this many times the idle one's. Default 1.5: a peer at a tenth of the others' speed
@@ -136,6 +144,7 @@ export const DEFAULT_SYNC_OPTIONS: SyncOptions = {
   maxSegmentsAhead: 32,
   maxConcurrentRequests: 16,
   maxRequestsPerPeer: 4,
+  foldWaitMinInflight: 1,
   busyPeerPreference: 1.5,
   maxInflightBytes: 128 * 1024 * 1024,
   maxApplyBatchBytes: 2 * 1024 * 1024,

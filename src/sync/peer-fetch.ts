@@ -56,6 +56,11 @@ export class PeerFetch {
 
   constructor(private readonly deps: PeerFetchDeps) {}
 
+  /** Fetches in flight across all peers. */
+  get inflight(): number {
+    return this.fetches;
+  }
+
   /** A fetch may start (`maxConcurrentRequests`). */
   hasFreeSlot(): boolean {
     return this.fetches < this.deps.options.maxConcurrentRequests;

@@ -39,6 +39,8 @@ export interface FakePeerBehaviour {
   genesisDigest?: Uint8Array;
   /** Flip a byte of the first block of every FetchBlocks response. */
   tamperBlock?: boolean;
+  /** Flip a byte of the block at this position of every FetchBlocks response that reaches it. */
+  tamperBlockAt?: number;
   /** Flip a byte of the first commit of every FetchCommits response. */
   tamperCommit?: boolean;
   /** Send only this many certifier blocks (e.g. 1: below quorum). */
@@ -301,6 +303,9 @@ export class FakeSyncNetwork implements SyncNetwork {
         }
         if (b.blocksPerResponse !== undefined) blocks = blocks.slice(0, b.blocksPerResponse);
         if (b.tamperBlock === true) blocks[0] = flipByte(blocks[0]!, Math.floor(blocks[0]!.length / 2));
+        const at = b.tamperBlockAt;
+        if (at !== undefined && at < blocks.length)
+          blocks[at] = flipByte(blocks[at]!, Math.floor(blocks[at]!.length / 2));
         let bytes = 0;
         for (const x of blocks) bytes += x.length;
         return { blocks, bytes };

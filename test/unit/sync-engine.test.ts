@@ -567,6 +567,69 @@ function largestSegmentBytes(size: number): number {
   return max;
 }
 
+describe("sync engine: FetchBlocks folded across segments", () => {
+  // Segments of 5 commits (what one FetchCommits returns here) and room for 60 refs per call.
+  // Folding takes verified segments waiting for a request slot: with few slots, they wait.
+  const FOLD = {
+    commitsPerRequest: 5,
+    blocksPerRequest: 60,
+    maxConcurrentRequests: 2,
+  } as const satisfies Partial<SyncOptions>;
+  const refsOfSegments = Array.from({ length: TIP / 5 }, (_, k) =>
+    commits.slice(k * 5, k * 5 + 5).reduce((n, c) => n + c.blocks.length, 0),
+  );
+  const largestSegment = Math.max(...refsOfSegments);
+
+  test("a call carries the refs of several segments, up to blocksPerRequest; the store is exact", async (t) => {
+    const peers = { "p1:9100": {}, "p2:9100": {} };
+    const { ts, network, engine } = await setup(t, peers, FOLD);
+    await syncToEnd(engine);
+    const blockCalls = network.calls.filter((c) => c.method === "blocks" && c.error === undefined);
+    const largest = Math.max(...blockCalls.map((c) => c.refs ?? 0));
+    assert.ok(
+      largest > largestSegment,
+      `largest call ${largest} refs, one segment at most ${largestSegment}`,
+    );
+    assert.ok(largest <= FOLD.blocksPerRequest, `largest call ${largest} refs`);
+    assert.ok(
+      blockCalls.length < refsOfSegments.length,
+      `${blockCalls.length} FetchBlocks calls for ${refsOfSegments.length} segments`,
+    );
+    assertNotBanned(engine, Object.keys(peers));
+    await assertStoreExact(ts.store, commits, 4);
+  });
+
+  test("answers cut short (a prefix within the first segment's refs) ban nobody; the rest is asked again", async (t) => {
+    const peers = { "p1:9100": { blocksPerResponse: 3 }, "p2:9100": { blocksPerResponse: 7 } };
+    const { ts, network, engine } = await setup(t, peers, FOLD);
+    await syncToEnd(engine);
+    const blockCalls = network.calls.filter((c) => c.method === "blocks");
+    assert.ok(
+      blockCalls.some((c) => (c.refs ?? 0) > largestSegment),
+      "some call was folded",
+    );
+    assertNotBanned(engine, Object.keys(peers));
+    await assertStoreExact(ts.store, commits, 4);
+  });
+
+  test("a bad block in a later segment's part of a folded call bans the peer; sync completes exactly", async (t) => {
+    const at = largestSegment + 1; // inside the second part of a folded call
+    const { ts, network, engine } = await setup(
+      t,
+      { "bad:9100": { tamperBlockAt: at }, "honest1:9100": {}, "honest2:9100": {} },
+      FOLD,
+    );
+    await syncToEnd(engine);
+    const badCalls = network.callsTo("bad:9100", "blocks").filter((c) => (c.returned ?? 0) > at);
+    assert.ok(badCalls.length > 0, "the bad peer answered a call long enough to carry its bad block");
+    const bad = statusOf(engine, "bad:9100");
+    assert.equal(bad.banned, true, `the bad peer is banned (last error: ${bad.lastError})`);
+    assert.match(bad.lastError, /FetchBlocks: \[digest_mismatch\]/);
+    assertNotBanned(engine, ["honest1:9100", "honest2:9100"]);
+    await assertStoreExact(ts.store, commits, 4);
+  });
+});
+
 describe("sync engine: in-flight byte budget", () => {
   test("a small maxInflightBytes bounds the bytes held (measured outside and by the engine's gauge); sync completes", async (t) => {
     const segment = 5;
