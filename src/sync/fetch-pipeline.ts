@@ -255,15 +255,23 @@ export class FetchPipeline {
           const verdicts = this.deps.presign?.verdicts;
           let at = 0;
           let intact = true;
-          parts.forEach((p, k) => {
-            const { seg, state, chunk } = p;
-            if (seg.state !== state) return seg.chunkFailed(chunk); // applied or dropped meanwhile
+          for (let k = 0; k < parts.length; k++) {
+            const { seg, state, chunk } = parts[k]!;
             const asked = refsOf[k]!;
             const blocks = res.blocks.slice(at, at + asked.length);
             at += asked.length;
+            if (seg.state !== state) {
+              seg.chunkFailed(chunk); // applied or dropped meanwhile
+              intact &&= blocks.length === asked.length;
+              continue;
+            }
             // A part after one answered short or wrong gets nothing from this answer (the rest of
             // an answer is a prefix too), and is no evidence against the peer.
-            if (k > 0 && (!intact || blocks.length === 0)) return seg.chunkFailed(chunk);
+            if (k > 0 && (!intact || blocks.length === 0)) {
+              seg.chunkFailed(chunk);
+              intact = false;
+              continue;
+            }
             const { committee } = state.batch;
             const signatures = options.verifyBlockSignatures
               ? { committee, chainId, verifier, verdicts }
@@ -276,7 +284,7 @@ export class FetchPipeline {
               accepted.reduce((n, b) => n + b.length, 0),
             );
             seg.blocksAccepted(chunk, accepted);
-          });
+          }
           if (res.blocks.length > 0) budget.observeBlocks(res.bytes, res.blocks.length);
           kick();
         };
