@@ -31,6 +31,7 @@ import { silentLogger } from "../../src/node/logger.js";
 import {
   ADMIN_SERVICE,
   type Decoded,
+  type RawResponse,
   resolveServerOptions,
   ServerMetrics,
   STATE_SYNC_SERVICE,
@@ -105,8 +106,11 @@ export interface AdversaryStats {
   stallsCancelled: number;
 }
 
-type Callback = sendUnaryData<Uint8Array>;
-type UnaryHandler = handleUnaryCall<Decoded<unknown>, Uint8Array>;
+type Callback = sendUnaryData<RawResponse>;
+type UnaryHandler = handleUnaryCall<Decoded<unknown>, RawResponse>;
+
+/** An honest handler's answer as bytes (FetchBlocks hands over its fields, encoded at sending). */
+const answerBytes = (r: RawResponse): Uint8Array => (r instanceof Uint8Array ? r : encodeRawFields(r.fields));
 /** A response as sent, and whether it differs from the honest one. */
 type Altered = { readonly bytes: Uint8Array; readonly corrupt: boolean };
 const honestly = async (bytes: Uint8Array): Promise<Altered> => ({ bytes, corrupt: false });
@@ -136,7 +140,7 @@ export class Adversary {
   private active: boolean;
   private readonly server: Server;
   private readonly honest: StateSyncHandlers;
-  private readonly held = new Set<ServerUnaryCall<unknown, Uint8Array>>();
+  private readonly held = new Set<ServerUnaryCall<unknown, RawResponse>>();
   private boundPort: number | undefined;
 
   constructor(readonly config: AdversaryConfig) {
@@ -238,14 +242,14 @@ export class Adversary {
     handler: UnaryHandler,
     alter: (bytes: Uint8Array) => Promise<Altered>,
   ): UnaryHandler {
-    return (call: ServerUnaryCall<Decoded<unknown>, Uint8Array>, callback: Callback) => {
+    return (call: ServerUnaryCall<Decoded<unknown>, RawResponse>, callback: Callback) => {
       this.stats.calls[method]++;
       handler(call, (error, bytes) => {
         if (error !== null && error !== undefined) {
           callback(error);
           return;
         }
-        alter(bytes!).then(
+        alter(answerBytes(bytes!)).then(
           (altered) => {
             // Counted when sent to a client still waiting (one that gave up would never judge it).
             if (altered.corrupt && !call.cancelled) this.stats.corrupted++;
@@ -258,7 +262,7 @@ export class Adversary {
   }
 
   private stall(method: Method): UnaryHandler {
-    return (call: ServerUnaryCall<Decoded<unknown>, Uint8Array>) => {
+    return (call: ServerUnaryCall<Decoded<unknown>, RawResponse>) => {
       this.stats.calls[method]++;
       this.stats.corrupted++;
       this.held.add(call);
