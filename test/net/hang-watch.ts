@@ -1,12 +1,18 @@
 /**
- * A test file's process should exit once its tests and hooks are done. If it is still running a
- * while later, something keeps its event loop alive: this prints what (the active handles) and
- * which functions are running (a short CPU profile, written beside the report), so a hang seen
- * only in CI leaves evidence instead of a bare runner timeout. Then it ends the process with the
- * exit code the test runner has already set (1 when a test failed): every test and hook has run
- * and reported by then, so what is cut short is only the leak, and a leak in the harness cannot
- * fail (or hide) the results. Seen twice in CI in the network file (a core busy after its test
- * passed), never reproduced outside it.
+ * A test file's process should exit once its tests and hooks are done. Two ways it may not:
+ *
+ * - Node's own exit path spins. Seen in this file's process (CI twice, locally once, after its
+ *   test passed): the event loop had drained, and the main thread was in
+ *   `node::Environment::CleanupHandles`, called from `FreeEnvironment`, calling `uv_run` over and
+ *   over at 100 % CPU (gdb backtrace and perf profile, 2026-12-05): some libuv request never
+ *   completed, and Node waits for every one at a natural exit. The runner's per-file timeout then
+ *   cancels the file, failing the run. `process.exit()` does not take that path, so the watch ends
+ *   the process with it as soon as the loop drains (`beforeExit`), with the exit code the runner
+ *   has set (1 when a test failed): every test and hook has run and reported by then.
+ * - Something keeps the event loop alive. If the process is still running a while later, this
+ *   prints what (the active handles) and which functions are running (a short CPU profile,
+ *   written beside the report), then ends it the same way, so a hang seen only in CI leaves
+ *   evidence instead of a bare runner timeout.
  */
 import { writeFileSync, writeSync } from "node:fs";
 import { Session } from "node:inspector/promises";
@@ -15,6 +21,7 @@ import { join } from "node:path";
 
 /** Arms the watch; call at the end of the file's last `after` hook. The timer never holds the process. */
 export function watchForHang(label: string, afterMs = 10_000, profileMs = 3_000): void {
+  process.once("beforeExit", () => process.exit());
   const timer = setTimeout(async () => {
     await report(label, afterMs, profileMs);
     writeSync(2, `hang-watch ${label}: ending the process (exit code ${process.exitCode ?? 0})\n`);
