@@ -27,7 +27,16 @@ const run = (list, concurrency) =>
     ? 0
     : (spawnSync(
         process.execPath,
-        ["--import", "tsx", "--test", `--test-concurrency=${concurrency}`, "--test-timeout=300000", ...list],
+        [
+          "--import",
+          "tsx",
+          "--import",
+          "./test/helpers/exit-on-drain.ts",
+          "--test",
+          `--test-concurrency=${concurrency}`,
+          "--test-timeout=300000",
+          ...list,
+        ],
         { stdio: "inherit" },
       ).status ?? 1);
 const first = run(
