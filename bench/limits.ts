@@ -58,10 +58,11 @@ const RAW_METHOD = {
 
 /**
  * A raw grpc-js server stream of 1 MiB messages from a child process, read with a 16 MiB
- * HTTP/2 window: the best a gRPC transfer of the same bytes can do on this machine.
+ * HTTP/2 window: the best a gRPC transfer of the same bytes can do on this machine (the best of
+ * three rounds of `totalMB`), and what its server spends per GB.
  */
 export async function grpcStreamBound(
-  totalMB = 1024,
+  totalMB = 512,
 ): Promise<{ mbPerSec: number; serverCoreSecPerGb: number }> {
   const child = spawn(
     process.execPath,
@@ -92,11 +93,17 @@ export async function grpcStreamBound(
         call.on("error", reject);
       });
     await run(64); // warm up the connection and JIT
-    const cpuBefore = processCpuSeconds(child.pid);
-    const mbPerSec = await run(totalMB);
-    const serverCoreSecPerGb = (processCpuSeconds(child.pid) - cpuBefore) / ((totalMB * 1024 * 1024) / 1e9);
+    // The best of three rounds: a bound is what the machine can do, and a single round read
+    // 390–975 MB/s on different runs (right after the LevelDB bound, writeback competes for it).
+    let best = { mbPerSec: 0, serverCoreSecPerGb: Number.NaN };
+    for (let round = 0; round < 3; round++) {
+      const cpuBefore = processCpuSeconds(child.pid);
+      const mbPerSec = await run(totalMB);
+      const serverCoreSecPerGb = (processCpuSeconds(child.pid) - cpuBefore) / ((totalMB * 1024 * 1024) / 1e9);
+      if (mbPerSec > best.mbPerSec) best = { mbPerSec, serverCoreSecPerGb };
+    }
     client.close();
-    return { mbPerSec, serverCoreSecPerGb };
+    return best;
   } finally {
     child.kill();
   }

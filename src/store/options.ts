@@ -12,10 +12,19 @@ export interface StoreLimits {
    * certifier sets (≈4 blocks each).
    */
   readonly pendingCertifierEntries: number;
+  /**
+   * Table files each LevelDB database (chain/, blocks/) keeps open, files. Default 128 (LevelDB's
+   * own is 1,000). An open table keeps its index in memory and its file mapped, and what a
+   * compaction read of it touched stays resident: a 1,000,000-block catch-up (≈1,200 tables in
+   * blocks/) peaked at 305 MB RSS with 1,000 and 251 MB with 100, in the same time
+   * (BENCHMARKS.md, issue 16). A FetchBlocks of consecutive refs reads one to three tables.
+   */
+  readonly maxOpenFiles: number;
 }
 
 export const DEFAULT_STORE_LIMITS: StoreLimits = {
   pendingCertifierEntries: 256,
+  maxOpenFiles: 128,
 };
 
 export interface PruneOptions {

@@ -244,6 +244,8 @@ export class Store {
   static async open(path: string, options: OpenOptions = {}): Promise<Store> {
     const mustExist = options.mustExist ?? options.genesis === undefined;
     const limits = { ...DEFAULT_STORE_LIMITS, ...options.limits };
+    if (!Number.isSafeInteger(limits.maxOpenFiles) || limits.maxOpenFiles < 16)
+      throw new RangeError(`maxOpenFiles must be an integer of at least 16, not ${limits.maxOpenFiles}`);
     if (!Number.isSafeInteger(limits.pendingCertifierEntries) || limits.pendingCertifierEntries < 0)
       throw new RangeError(
         `pendingCertifierEntries must be a non-negative integer, not ${limits.pendingCertifierEntries}`,
@@ -261,8 +263,9 @@ export class Store {
     if (mustExist && !existsSync(paths.chain)) throw StoreError.notFound(path);
     if (existsSync(paths.chain) && !existsSync(paths.blocks))
       throw new StoreError("corrupt", `store ${path} has no blocks database (${paths.blocks})`);
-    const db = new Level<Bytes, Bytes>(paths.chain, { ...DB_OPTIONS, createIfMissing: !mustExist });
-    const blocksDb = new Level<Bytes, Bytes>(paths.blocks, { ...DB_OPTIONS, createIfMissing: !mustExist });
+    const dbOptions = { ...DB_OPTIONS, createIfMissing: !mustExist, maxOpenFiles: limits.maxOpenFiles };
+    const db = new Level<Bytes, Bytes>(paths.chain, dbOptions);
+    const blocksDb = new Level<Bytes, Bytes>(paths.blocks, dbOptions);
     try {
       // Blocks first, so that a chain database never exists without its blocks database.
       await blocksDb.open();

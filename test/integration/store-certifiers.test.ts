@@ -7,6 +7,7 @@
  * store, not a wrong answer.
  */
 import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -177,5 +178,24 @@ describe("certifiers by key into blocks/", () => {
       return true;
     });
     await reopened.close();
+  });
+});
+
+describe("store limits", () => {
+  test("maxOpenFiles below 16 is refused before anything is created; 16 opens and syncs the chain", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "dagsync-openfiles-"));
+    dirs.push(dir);
+    await assert.rejects(
+      Store.open(join(dir, "refused"), { genesis, limits: { maxOpenFiles: 8 } }),
+      /maxOpenFiles must be an integer of at least 16, not 8/,
+    );
+    assert.equal(existsSync(join(dir, "refused")), false);
+    const store = await fresh({ maxOpenFiles: 16 });
+    try {
+      await applyAll(store, 7);
+      assert.equal(store.watermarks.highestSynced, all.length);
+    } finally {
+      await store.close();
+    }
   });
 });
