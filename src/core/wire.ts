@@ -21,11 +21,11 @@ import {
 } from "../gen/dagsync/v1/types_pb.js";
 import { safeNumber } from "./bytes.js";
 import { DIGEST_LENGTH, sha256 } from "./digest.js";
+import { PUBLIC_KEY_LENGTH, SIGNATURE_LENGTH } from "./ed25519-lengths.js";
 import { VerifyError } from "./errors.js";
 import { decodeStrict } from "./wire-check.js";
 
-export const SIGNATURE_LENGTH = 64;
-export const PUBLIC_KEY_LENGTH = 32;
+export { PUBLIC_KEY_LENGTH, SIGNATURE_LENGTH };
 
 /** A commit with the bytes it was received as and their digest. */
 export interface CommitEntry {

@@ -3,7 +3,7 @@
  * backend it was started with, and answers one verdict byte per signature (1 valid, 0 not).
  */
 import { parentPort, workerData } from "node:worker_threads";
-import { PUBLIC_KEY_LENGTH as K, SIGNATURE_LENGTH as S } from "../core/index.js";
+import { PUBLIC_KEY_LENGTH as K, SIGNATURE_LENGTH as S } from "../core/ed25519-lengths.js";
 import { createVerifier, type VerifierBackend } from "./verifier.js";
 
 export interface VerifyJob {
