@@ -11,6 +11,11 @@
  * input the pool cannot carry (a key not 32 bytes, a signature not 64) is invalid by those
  * pre-checks and answered false without a worker. A worker that dies fails its batch's promise;
  * the pool then starts a fresh one for later batches.
+ *
+ * Workers start when work needs them, up to `workers`: a batch goes to the least loaded worker,
+ * and a new one starts only when every started one has a backlog or a batch is big enough to split. A full node that checks
+ * only certifier blocks (a few signatures per 100 commits) then runs one worker, not one per
+ * core: each worker is a V8 isolate, ≈0.2 core-s to start and ≈10 MB resident.
  */
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
@@ -21,7 +26,10 @@ import type { VerifyAnswer, VerifyJob } from "./verify-worker.js";
 export type { SignatureItem };
 
 export interface VerifyPoolOptions {
-  /** Worker threads. Default: the machine's cores (`os.availableParallelism()`). */
+  /**
+   * Most worker threads, started as work needs them. Default: the machine's cores
+   * (`os.availableParallelism()`).
+   */
   readonly workers: number;
   /** The verifier each worker runs. Default "native". */
   readonly backend: VerifierBackend;
@@ -30,12 +38,20 @@ export interface VerifyPoolOptions {
    * `workers × this` goes to fewer workers: a message to a worker costs about one verify.
    */
   readonly minSignaturesPerWorker: number;
+  /**
+   * Backlog at which another worker starts, signatures: when the least loaded started worker has
+   * at least this many sent and unanswered, and the pool has room. Default 64 (≈5 ms of checks).
+   * A certifier-only node sends bursts of a few signatures, which one worker clears in
+   * well under a millisecond; a split batch of `--verify-block-signatures` starts every worker.
+   */
+  readonly startWorkerBacklog: number;
 }
 
 export const DEFAULT_VERIFY_POOL_OPTIONS: VerifyPoolOptions = {
   workers: availableParallelism(),
   backend: "native",
   minSignaturesPerWorker: 16,
+  startWorkerBacklog: 64,
 };
 
 // Compiled, the worker is verify-worker.js beside this module. Under tsx (tests, an edited
@@ -66,16 +82,18 @@ export class VerifyPool {
 
   constructor(options: Partial<VerifyPoolOptions> = {}) {
     this.options = { ...DEFAULT_VERIFY_POOL_OPTIONS, ...options };
-    const { workers, minSignaturesPerWorker } = this.options;
+    const { workers, minSignaturesPerWorker, startWorkerBacklog } = this.options;
     if (!Number.isSafeInteger(workers) || workers < 1)
       throw new RangeError(`verify pool workers must be a positive integer, not ${workers}`);
     if (!Number.isSafeInteger(minSignaturesPerWorker) || minSignaturesPerWorker < 1)
       throw new RangeError(
         `minSignaturesPerWorker must be a positive integer, not ${minSignaturesPerWorker}`,
       );
-    for (let i = 0; i < workers; i++) this.slots.push(this.start());
+    if (!Number.isSafeInteger(startWorkerBacklog) || startWorkerBacklog < 1)
+      throw new RangeError(`startWorkerBacklog must be a positive integer, not ${startWorkerBacklog}`);
   }
 
+  /** Workers started so far (at most `options.workers`). */
   get workers(): number {
     return this.slots.length;
   }
@@ -92,7 +110,7 @@ export class VerifyPool {
     if (sendable.length === 0) return verdicts;
     const parts = Math.max(
       1,
-      Math.min(this.slots.length, Math.floor(sendable.length / this.options.minSignaturesPerWorker)),
+      Math.min(this.options.workers, Math.floor(sendable.length / this.options.minSignaturesPerWorker)),
     );
     const per = Math.ceil(sendable.length / parts);
     const jobs: Promise<void>[] = [];
@@ -142,7 +160,7 @@ export class VerifyPool {
       messages.set(item.message, offset);
       offset += item.message.length;
     }
-    const slot = this.slots.reduce((a, b) => (b.load < a.load ? b : a));
+    const slot = this.leastLoaded();
     const id = this.nextId++;
     const job: VerifyJob = { id, keys, signatures, messages, messageLengths };
     slot.load += n;
@@ -165,6 +183,26 @@ export class VerifyPool {
       });
       slot.worker.postMessage(job, [keys.buffer, signatures.buffer, messages.buffer, messageLengths.buffer]);
     });
+  }
+
+  /**
+   * The least loaded worker, or a new one if every started worker has at least
+   * `startWorkerBacklog` signatures to check and there is room: a few signatures queued behind a
+   * few others wait less than a new worker takes to start, and starting one costs far more.
+   */
+  private leastLoaded(): Slot {
+    const best = this.slots.reduce<Slot | undefined>(
+      (a, b) => (a === undefined || b.load < a.load ? b : a),
+      undefined,
+    );
+    if (
+      best !== undefined &&
+      (best.load < this.options.startWorkerBacklog || this.slots.length >= this.options.workers)
+    )
+      return best;
+    const slot = this.start();
+    this.slots.push(slot);
+    return slot;
   }
 
   private start(): Slot {

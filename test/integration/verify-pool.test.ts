@@ -102,6 +102,28 @@ describe("verify pool", () => {
       assert.deepEqual(halves.flat(), expected);
     });
 
+  test("workers start as work needs them, up to the pool's size", async () => {
+    const items = corpus();
+    const expected = items.map((i) => createVerifier("native").verify(i.publicKey, i.message, i.signature));
+    const pool = new VerifyPool({ workers: 3 });
+    pools.push(pool);
+    assert.equal(pool.workers, 0, "an unused pool runs no thread");
+    // Small batches one after another (a certifier-only node): one worker does them all.
+    for (let i = 0; i < 5; i++)
+      assert.deepEqual(await pool.verify(items.slice(i, i + 3)), expected.slice(i, i + 3));
+    assert.equal(pool.workers, 1);
+    // Small batches at once queue on that worker: starting another would cost more than waiting.
+    await Promise.all([pool.verify(items.slice(0, 3)), pool.verify(items.slice(3, 6))]);
+    assert.equal(pool.workers, 1);
+    // Batches with a backlog behind them start another worker.
+    await Promise.all([pool.verify(items.slice(0, 150)), pool.verify(items.slice(150, 160))]);
+    assert.equal(pool.workers, 2);
+    // A batch big enough to split over every worker fills the pool, and never overfills it.
+    assert.deepEqual(await pool.verify(items), expected);
+    assert.deepEqual(await pool.verify(items), expected);
+    assert.equal(pool.workers, 3);
+  });
+
   test("a worker that dies fails its batch, and the pool goes on with a fresh one", async () => {
     const pool = new VerifyPool({ workers: 1 });
     pools.push(pool);
@@ -117,6 +139,7 @@ describe("verify pool", () => {
   test("options are checked; a closed pool refuses work", async () => {
     assert.throws(() => new VerifyPool({ workers: 0 }), /workers must be a positive integer/);
     assert.throws(() => new VerifyPool({ minSignaturesPerWorker: 0 }), /minSignaturesPerWorker/);
+    assert.throws(() => new VerifyPool({ startWorkerBacklog: 0.5 }), /startWorkerBacklog/);
     const pool = new VerifyPool({ workers: 1 });
     const inFlight = assert.rejects(pool.verify(corpus()), /closed/, "a batch in flight fails, not hangs");
     await pool.close();
