@@ -12,10 +12,12 @@
  * pre-checks and answered false without a worker. A worker that dies fails its batch's promise;
  * the pool then starts a fresh one for later batches.
  *
- * Workers start when work needs them, up to `workers`: a batch goes to the least loaded worker,
- * and a new one starts only when every started one has a backlog or a batch is big enough to split. A full node that checks
- * only certifier blocks (a few signatures per 100 commits) then runs one worker, not one per
- * core: each worker is a V8 isolate, ≈0.2 core-s to start and ≈10 MB resident.
+ * One worker starts with the pool, so that the first batch does not wait for a thread to boot;
+ * the others start when work needs them, up to `workers`: a batch goes to the least loaded
+ * worker, and a new one starts only when every started one has a backlog or a batch is big
+ * enough to split. A full node that checks only certifier blocks (a few signatures per 100
+ * commits) then runs one worker, not one per core: each is a V8 isolate, ≈0.2 core-s to start
+ * and ≈15 MB resident.
  */
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
@@ -91,6 +93,7 @@ export class VerifyPool {
       );
     if (!Number.isSafeInteger(startWorkerBacklog) || startWorkerBacklog < 1)
       throw new RangeError(`startWorkerBacklog must be a positive integer, not ${startWorkerBacklog}`);
+    this.slots.push(this.start());
   }
 
   /** Workers started so far (at most `options.workers`). */
