@@ -76,9 +76,10 @@ export interface FullNodeConfig {
   readonly sync?: Partial<SyncOptions> | undefined;
   readonly verifier?: VerifierBackend | undefined;
   /**
-   * Worker threads that check signatures off the event loop (src/crypto/verify-pool.ts): every
-   * fetched certifier block and, with `sync.verifyBlockSignatures`, every fetched block. Default:
-   * the machine's cores. 0 checks them inline, on the event loop.
+   * Most worker threads that check signatures off the event loop (src/crypto/verify-pool.ts),
+   * started as work needs them: every fetched certifier block and, with
+   * `sync.verifyBlockSignatures`, every fetched block. Default: the machine's cores. 0 checks them
+   * inline, on the event loop.
    */
   readonly verifyWorkers?: number | undefined;
   readonly network?: SyncNetwork | undefined;

@@ -75,7 +75,7 @@ export function addSync(program: Command): Command {
     .option("--verifier <backend>", "Ed25519 backend: native or noble", "native")
     .option(
       "--verify-workers <n>",
-      "threads checking signatures off the event loop (certifier blocks; every block with --verify-block-signatures); 0 checks them inline",
+      "most threads checking signatures off the event loop, started as work needs them (certifier blocks; every block with --verify-block-signatures); 0 checks them inline",
       integer(0, 256),
       DEFAULT_VERIFY_POOL_OPTIONS.workers,
     )
