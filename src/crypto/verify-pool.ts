@@ -10,7 +10,7 @@
  * shared pre-checks), so a signature gets the same verdict through the pool as without it;
  * input the pool cannot carry (a key not 32 bytes, a signature not 64) is invalid by those
  * pre-checks and answered false without a worker. A worker that dies fails its batch's promise;
- * the pool then starts a fresh one for later batches.
+ * a fresh one starts when later work needs it.
  *
  * One worker starts with the pool, so that the first batch does not wait for a thread to boot;
  * the others start when work needs them, up to `workers`: a batch goes to the least loaded
@@ -44,7 +44,9 @@ export interface VerifyPoolOptions {
    * Backlog at which another worker starts, signatures: when the least loaded started worker has
    * at least this many sent and unanswered, and the pool has room. Default 64 (≈5 ms of checks).
    * A certifier-only node sends bursts of a few signatures, which one worker clears in
-   * well under a millisecond; a split batch of `--verify-block-signatures` starts every worker.
+   * well under a millisecond. A batch big enough to split (`minSignaturesPerWorker`) puts each
+   * part on a worker of its own, starting them as needed: `--verify-block-signatures` answers of
+   * ≈1,000 blocks start up to 62.
    */
   readonly startWorkerBacklog: number;
 }
@@ -117,11 +119,17 @@ export class VerifyPool {
     );
     const per = Math.ceil(sendable.length / parts);
     const jobs: Promise<void>[] = [];
+    const used = new Set<Slot>();
     for (let p = 0; p < parts; p++) {
       const indices = sendable.slice(p * per, (p + 1) * per);
       if (indices.length === 0) continue;
+      const slot = this.pick(used, parts > 1);
+      used.add(slot);
       jobs.push(
-        this.send(indices.map((i) => items[i]!)).then((answer) => {
+        this.send(
+          indices.map((i) => items[i]!),
+          slot,
+        ).then((answer) => {
           indices.forEach((i, k) => {
             verdicts[i] = answer[k] === 1;
           });
@@ -145,7 +153,7 @@ export class VerifyPool {
     await Promise.all(this.slots.map((s) => s.worker.terminate()));
   }
 
-  private send(items: readonly SignatureItem[]): Promise<Uint8Array> {
+  private send(items: readonly SignatureItem[], slot: Slot): Promise<Uint8Array> {
     const n = items.length;
     const keys = new Uint8Array(n * PUBLIC_KEY_LENGTH);
     const signatures = new Uint8Array(n * SIGNATURE_LENGTH);
@@ -163,7 +171,6 @@ export class VerifyPool {
       messages.set(item.message, offset);
       offset += item.message.length;
     }
-    const slot = this.leastLoaded();
     const id = this.nextId++;
     const job: VerifyJob = { id, keys, signatures, messages, messageLengths };
     slot.load += n;
@@ -189,20 +196,23 @@ export class VerifyPool {
   }
 
   /**
-   * The least loaded worker, or a new one if every started worker has at least
-   * `startWorkerBacklog` signatures to check and there is room: a few signatures queued behind a
-   * few others wait less than a new worker takes to start, and starting one costs far more.
+   * The worker for one part of a batch: the least loaded one that has no other part of it
+   * (`used`), or a new one while there is room, when
+   * - the batch is split (`split`) and every started worker already has a part of it or other
+   *   work: the parts of one batch run side by side;
+   * - or every started worker has at least `startWorkerBacklog` signatures to check: a few
+   *   signatures queued behind a few others wait less than a new worker takes to start, and
+   *   starting one costs far more.
+   * With the pool full, the least loaded worker, whatever it holds.
    */
-  private leastLoaded(): Slot {
-    const best = this.slots.reduce<Slot | undefined>(
-      (a, b) => (a === undefined || b.load < a.load ? b : a),
-      undefined,
-    );
-    if (
-      best !== undefined &&
-      (best.load < this.options.startWorkerBacklog || this.slots.length >= this.options.workers)
-    )
-      return best;
+  private pick(used: ReadonlySet<Slot>, split: boolean): Slot {
+    const leastLoaded = (slots: readonly Slot[]) =>
+      slots.reduce<Slot | undefined>((a, b) => (a === undefined || b.load < a.load ? b : a), undefined);
+    const best = leastLoaded(this.slots.filter((s) => !used.has(s))) ?? leastLoaded(this.slots);
+    const wantsNew =
+      best === undefined ||
+      (split ? used.has(best) || best.load > 0 : best.load >= this.options.startWorkerBacklog);
+    if (best !== undefined && !(wantsNew && this.slots.length < this.options.workers)) return best;
     const slot = this.start();
     this.slots.push(slot);
     return slot;
@@ -222,8 +232,9 @@ export class VerifyPool {
       const pending = [...slot.pending.values()];
       slot.pending.clear();
       for (const p of pending) p.reject(e);
+      // Out of the pool; pick() starts another when work needs one.
       const i = this.slots.indexOf(slot);
-      if (i >= 0 && !this.closed) this.slots[i] = this.start();
+      if (i >= 0) this.slots.splice(i, 1);
     };
     worker.on("error", (e) => fail(e instanceof Error ? e : new Error(String(e))));
     worker.on("exit", (code) => {

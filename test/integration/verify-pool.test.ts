@@ -103,25 +103,34 @@ describe("verify pool", () => {
     });
 
   test("workers start as work needs them, up to the pool's size", async () => {
-    const items = corpus();
-    const expected = items.map((i) => createVerifier("native").verify(i.publicKey, i.message, i.signature));
+    const carried = corpus().filter((i) => i.publicKey.length === 32 && i.signature.length === 64);
+    const expected = carried.map((i) => createVerifier("native").verify(i.publicKey, i.message, i.signature));
+    const check = async (from: number, to: number) =>
+      assert.deepEqual(await pool.verify(carried.slice(from, to)), expected.slice(from, to));
     const pool = new VerifyPool({ workers: 3 });
     pools.push(pool);
     assert.equal(pool.workers, 1, "one worker is ready before the first batch");
     // Small batches one after another (a certifier-only node): one worker does them all.
-    for (let i = 0; i < 5; i++)
-      assert.deepEqual(await pool.verify(items.slice(i, i + 3)), expected.slice(i, i + 3));
+    for (let i = 0; i < 5; i++) await check(i, i + 3);
     assert.equal(pool.workers, 1);
     // Small batches at once queue on that worker: starting another would cost more than waiting.
-    await Promise.all([pool.verify(items.slice(0, 3)), pool.verify(items.slice(3, 6))]);
+    await Promise.all([check(0, 3), check(3, 6), check(6, 9)]);
     assert.equal(pool.workers, 1);
-    // Batches with a backlog behind them start another worker.
-    await Promise.all([pool.verify(items.slice(0, 150)), pool.verify(items.slice(150, 160))]);
+    // Unsplit batches (< 2 × 16 signatures) at once: the fourth finds 93 signatures (≥ 64)
+    // waiting on the first worker and starts a second.
+    await Promise.all([check(0, 31), check(31, 62), check(62, 93), check(93, 124)]);
     assert.equal(pool.workers, 2);
-    // A batch big enough to split over every worker fills the pool, and never overfills it.
-    assert.deepEqual(await pool.verify(items), expected);
-    assert.deepEqual(await pool.verify(items), expected);
+    // A batch big enough to split puts each part on a worker of its own: the pool fills…
+    await check(0, carried.length);
     assert.equal(pool.workers, 3);
+    // …and never overfills, however much work arrives at once.
+    await Promise.all([check(0, 150), check(50, 200), check(0, carried.length), check(10, 60)]);
+    assert.equal(pool.workers, 3);
+
+    const wide = new VerifyPool({ workers: 6 });
+    pools.push(wide);
+    assert.deepEqual(await wide.verify(carried), expected);
+    assert.equal(wide.workers, 6, "one big batch starts every worker (a full-signature catch-up)");
   });
 
   test("a worker that dies fails its batch, and the pool goes on with a fresh one", async () => {
@@ -133,7 +142,22 @@ describe("verify pool", () => {
     const dying = assert.rejects(pool.verify(items), /exited/);
     await slots[0]!.worker.terminate();
     await dying;
+    assert.equal(pool.workers, 0, "a dead worker leaves the pool");
     assert.deepEqual(await pool.verify(items), expected);
+    assert.equal(pool.workers, 1);
+
+    // One of two dies: its part fails the batch, the other worker goes on, the pool refills.
+    const two = new VerifyPool({ workers: 2 });
+    pools.push(two);
+    assert.deepEqual(await two.verify(items), expected);
+    assert.equal(two.workers, 2);
+    const twoSlots = (two as unknown as { slots: { worker: { terminate(): Promise<number> } }[] }).slots;
+    const half = assert.rejects(two.verify(items), /exited/);
+    await twoSlots[1]!.worker.terminate();
+    await half;
+    assert.equal(two.workers, 1);
+    assert.deepEqual(await two.verify(items), expected);
+    assert.equal(two.workers, 2);
   });
 
   test("options are checked; a closed pool refuses work", async () => {
