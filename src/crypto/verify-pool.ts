@@ -209,10 +209,10 @@ export class VerifyPool {
     const leastLoaded = (slots: readonly Slot[]) =>
       slots.reduce<Slot | undefined>((a, b) => (a === undefined || b.load < a.load ? b : a), undefined);
     const best = leastLoaded(this.slots.filter((s) => !used.has(s))) ?? leastLoaded(this.slots);
-    const wantsNew =
-      best === undefined ||
-      (split ? used.has(best) || best.load > 0 : best.load >= this.options.startWorkerBacklog);
-    if (best !== undefined && !(wantsNew && this.slots.length < this.options.workers)) return best;
+    if (best !== undefined) {
+      const busy = split ? used.has(best) || best.load > 0 : best.load >= this.options.startWorkerBacklog;
+      if (!busy || this.slots.length >= this.options.workers) return best;
+    }
     const slot = this.start();
     this.slots.push(slot);
     return slot;
